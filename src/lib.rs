@@ -1,0 +1,20 @@
+//! liveline: an engine for long-lived TCP connections.
+//!
+//! One single-threaded reactor keeps many connections alive with application-level
+//! heartbeats, detects dead peers by what it *reads* (never by what it manages to write),
+//! and bounds every buffer a peer can make it hold. The protocol it speaks is described in
+//! `docs/PROTOCOL.md`.
+//!
+//! Layers, bottom up:
+//! - [`frame`]: the frames of wire protocol v1 and their body layouts;
+//! - [`codec`]: the incremental, bounded decoder and the encoder.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod codec;
+pub mod frame;
+
+// The README's examples are compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
