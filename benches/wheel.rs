@@ -1,0 +1,732 @@
+//! Timer benchmarks: liveline's wheel and idle tracker against the two structures a Rust
+//! user would otherwise reach for, at 100k and 1M live timers.
+//!
+//! - `delay_queue`: tokio-util's `DelayQueue`, used the way a tokio user writes idle
+//!   timeouts: one entry per connection, `reset` on every read (eager re-arm). It runs on a
+//!   current-thread runtime with the time driver, on real time.
+//! - `binary_heap`: `std::collections::BinaryHeap` with lazy deletion: every touch pushes a
+//!   fresh `(deadline, connection, generation)`, and stale entries are skipped when popped.
+//! - `liveline`: `Wheel` plus `IdleTracker`: a touch is one store, the wheel entry is
+//!   re-inserted lazily once per period.
+//!
+//! Ticks are 10 ms, so the 30 s idle period is 3,000 ticks, inside one rotation of the
+//! default 4,096-slot wheel. Set-up work is never timed (`iter_custom`).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::future::poll_fn;
+use std::hint::black_box;
+use std::task::{Context, Waker};
+use std::time::{Duration, Instant};
+
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode,
+    Throughput,
+};
+use liveline::idle::{IdleConfig, IdleTracker};
+use liveline::time::Tick;
+use liveline::wheel::{TimerKey, Wheel};
+use tokio::runtime::Runtime;
+use tokio_util::time::{delay_queue, DelayQueue};
+
+const SIZES: [usize; 2] = [100_000, 1_000_000];
+/// One tick of wall time, for the `DelayQueue` peer that works in real time.
+const TICK: Duration = Duration::from_millis(10);
+/// The idle period in ticks (30 s).
+const PERIOD: u32 = 3_000;
+/// Touches per connection per period in the idle workload.
+const TOUCHES: u32 = 4;
+/// Operations timed between two untimed clean-ups.
+const CHUNK: usize = 1_024;
+/// Expirations taken per `Wheel::poll` call, as an engine would cap them.
+const CAP: usize = 1_024;
+/// Random deadlines are drawn from a pool of this size (a power of two).
+const POOL: usize = 1 << 16;
+
+type HeapEntry = (Reverse<u32>, u32, u32);
+
+/// SplitMix64: deterministic, and fast enough to precompute pools with.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u32) -> u32 {
+        (((self.next() >> 32) * u64::from(n)) >> 32) as u32
+    }
+
+    /// Deadlines 1..=PERIOD ticks ahead.
+    fn deadlines(&mut self) -> Vec<u32> {
+        (0..POOL).map(|_| 1 + self.below(PERIOD)).collect()
+    }
+
+    fn permutation(&mut self, n: usize) -> Vec<u32> {
+        let mut p: Vec<u32> = (0..n as u32).collect();
+        for i in (1..n).rev() {
+            p.swap(i, self.below(i as u32 + 1) as usize);
+        }
+        p
+    }
+}
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a current-thread runtime with a timer")
+}
+
+fn ticks(n: u32) -> Duration {
+    TICK * n
+}
+
+fn micro(g: &mut BenchmarkGroup<'_, WallTime>) {
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+}
+
+fn heavy(g: &mut BenchmarkGroup<'_, WallTime>) {
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(200))
+        .measurement_time(Duration::from_secs(2));
+}
+
+fn wheel_with(n: usize, pool: &[u32]) -> (Wheel, Vec<TimerKey>) {
+    let mut wheel = Wheel::new();
+    wheel.reserve(n + CHUNK);
+    let keys = (0..n)
+        .map(|i| wheel.insert(Tick(pool[i % POOL]), i as u32))
+        .collect();
+    (wheel, keys)
+}
+
+fn queue_with(n: usize, pool: &[u32]) -> (DelayQueue<u32>, Vec<delay_queue::Key>) {
+    let mut dq = DelayQueue::with_capacity(n + CHUNK);
+    let keys = (0..n)
+        .map(|i| dq.insert(i as u32, ticks(pool[i % POOL])))
+        .collect();
+    (dq, keys)
+}
+
+fn heap_with(n: usize, pool: &[u32]) -> BinaryHeap<HeapEntry> {
+    (0..n)
+        .map(|i| (Reverse(pool[i % POOL]), i as u32, 0))
+        .collect()
+}
+
+/// Insert into a structure already holding `n` timers; the inserted ones are removed again,
+/// untimed, after every chunk.
+fn insert(c: &mut Criterion, rt: &Runtime) {
+    let _rt = rt.enter();
+    let mut g = c.benchmark_group("insert");
+    micro(&mut g);
+    g.throughput(Throughput::Elements(1));
+    for n in SIZES {
+        let mut rng = Rng(n as u64);
+        let pool = rng.deadlines();
+
+        let (mut wheel, _) = wheel_with(n, &pool);
+        let mut fresh = Vec::with_capacity(CHUNK);
+        let mut at = 0;
+        g.bench_function(BenchmarkId::new("liveline", n), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut left = iters as usize;
+                while left > 0 {
+                    let batch = left.min(CHUNK);
+                    let start = Instant::now();
+                    for j in 0..batch {
+                        fresh.push(wheel.insert(Tick(pool[(at + j) % POOL]), j as u32));
+                    }
+                    total += start.elapsed();
+                    at += batch;
+                    left -= batch;
+                    for key in fresh.drain(..) {
+                        wheel.cancel(key);
+                    }
+                }
+                total
+            });
+        });
+        drop(wheel);
+
+        let (mut dq, _) = queue_with(n, &pool);
+        let mut fresh = Vec::with_capacity(CHUNK);
+        g.bench_function(BenchmarkId::new("delay_queue", n), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut left = iters as usize;
+                while left > 0 {
+                    let batch = left.min(CHUNK);
+                    let start = Instant::now();
+                    for j in 0..batch {
+                        fresh.push(dq.insert(j as u32, ticks(pool[(at + j) % POOL])));
+                    }
+                    total += start.elapsed();
+                    at += batch;
+                    left -= batch;
+                    for key in fresh.drain(..) {
+                        dq.remove(&key);
+                    }
+                }
+                total
+            });
+        });
+        drop(dq);
+
+        let base = heap_with(n, &pool);
+        let mut heap = base.clone();
+        g.bench_function(BenchmarkId::new("binary_heap", n), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut left = iters as usize;
+                while left > 0 {
+                    let batch = left.min(CHUNK);
+                    let start = Instant::now();
+                    for j in 0..batch {
+                        heap.push((Reverse(pool[(at + j) % POOL]), j as u32, 0));
+                    }
+                    total += start.elapsed();
+                    at += batch;
+                    left -= batch;
+                    if heap.len() >= n + n / 8 {
+                        heap.clone_from(&base);
+                    }
+                }
+                total
+            });
+        });
+    }
+    g.finish();
+}
+
+/// Cancel random live timers out of `n`; each is re-inserted, untimed, after every chunk.
+/// The heap's lazy cancel is a generation bump; its real cost is paid later, at pop time.
+fn cancel(c: &mut Criterion, rt: &Runtime) {
+    let _rt = rt.enter();
+    let mut g = c.benchmark_group("cancel");
+    micro(&mut g);
+    g.throughput(Throughput::Elements(1));
+    for n in SIZES {
+        let mut rng = Rng(n as u64 + 1);
+        let pool = rng.deadlines();
+        let order = rng.permutation(n);
+
+        let (mut wheel, mut keys) = wheel_with(n, &pool);
+        let mut at = 0;
+        g.bench_function(BenchmarkId::new("liveline", n), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut left = iters as usize;
+                while left > 0 {
+                    let batch = left.min(CHUNK);
+                    let start = Instant::now();
+                    for j in 0..batch {
+                        let i = order[(at + j) % n] as usize;
+                        black_box(wheel.cancel(keys[i]));
+                    }
+                    total += start.elapsed();
+                    for j in 0..batch {
+                        let i = order[(at + j) % n] as usize;
+                        keys[i] = wheel.insert(Tick(pool[(at + j) % POOL]), i as u32);
+                    }
+                    at += batch;
+                    left -= batch;
+                }
+                total
+            });
+        });
+        drop(wheel);
+
+        let (mut dq, mut keys) = queue_with(n, &pool);
+        g.bench_function(BenchmarkId::new("delay_queue", n), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut left = iters as usize;
+                while left > 0 {
+                    let batch = left.min(CHUNK);
+                    let start = Instant::now();
+                    for j in 0..batch {
+                        let i = order[(at + j) % n] as usize;
+                        black_box(dq.remove(&keys[i]));
+                    }
+                    total += start.elapsed();
+                    for j in 0..batch {
+                        let i = order[(at + j) % n] as usize;
+                        keys[i] = dq.insert(i as u32, ticks(pool[(at + j) % POOL]));
+                    }
+                    at += batch;
+                    left -= batch;
+                }
+                total
+            });
+        });
+        drop(dq);
+
+        let heap = heap_with(n, &pool);
+        let mut generation = vec![0u32; n];
+        g.bench_function(BenchmarkId::new("binary_heap", n), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for j in 0..iters as usize {
+                    let i = order[(at + j) % n] as usize;
+                    generation[i] = generation[i].wrapping_add(1);
+                }
+                let total = start.elapsed();
+                at += iters as usize;
+                black_box(&generation);
+                total
+            });
+        });
+        drop(heap);
+    }
+    g.finish();
+}
+
+/// Record activity on connections in turn, as the reactor does after each read.
+fn touch(c: &mut Criterion, rt: &Runtime) {
+    let _rt = rt.enter();
+    let mut g = c.benchmark_group("touch");
+    micro(&mut g);
+    g.throughput(Throughput::Elements(1));
+    for n in SIZES {
+        let mut rng = Rng(n as u64 + 2);
+        let pool = rng.deadlines();
+
+        let cfg = IdleConfig::from_ticks(Some(PERIOD), None, None);
+        let mut wheel = Wheel::new();
+        let mut conns: Vec<IdleTracker> = (0..n)
+            .map(|i| {
+                let mut conn = IdleTracker::new(Tick(0));
+                conn.arm(&cfg, &mut wheel, Tick(0), i as u32, None);
+                conn
+            })
+            .collect();
+        let mut now = 1u32;
+        let mut at = 0;
+        g.bench_function(BenchmarkId::new("liveline", n), |b| {
+            b.iter_custom(|iters| {
+                let mut left = iters as usize;
+                let start = Instant::now();
+                while left > 0 {
+                    let batch = left.min(n - at);
+                    let tick = Tick(black_box(now));
+                    for conn in &mut conns[at..at + batch] {
+                        conn.record_read(tick);
+                    }
+                    at += batch;
+                    left -= batch;
+                    if at == n {
+                        at = 0;
+                        now += 1;
+                    }
+                }
+                let total = start.elapsed();
+                black_box(&conns);
+                total
+            });
+        });
+        drop((conns, wheel));
+
+        let (mut dq, keys) = queue_with(n, &pool);
+        g.bench_function(BenchmarkId::new("delay_queue", n), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    dq.reset(&keys[at], ticks(PERIOD));
+                    at += 1;
+                    if at == n {
+                        at = 0;
+                    }
+                }
+                start.elapsed()
+            });
+        });
+        drop(dq);
+
+        let base = heap_with(n, &pool);
+        let mut heap = base.clone();
+        let mut generation = vec![0u32; n];
+        g.bench_function(BenchmarkId::new("binary_heap", n), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut left = iters as usize;
+                while left > 0 {
+                    let batch = left.min(CHUNK).min(n - at);
+                    let deadline = black_box(now) + PERIOD;
+                    let start = Instant::now();
+                    for (i, g) in generation[at..at + batch].iter_mut().enumerate() {
+                        *g = g.wrapping_add(1);
+                        heap.push((Reverse(deadline), (at + i) as u32, *g));
+                    }
+                    total += start.elapsed();
+                    at += batch;
+                    left -= batch;
+                    if at == n {
+                        at = 0;
+                        now += 1;
+                    }
+                    if heap.len() >= 2 * n {
+                        heap.clone_from(&base);
+                    }
+                }
+                total
+            });
+        });
+    }
+    g.finish();
+}
+
+/// Poll for expirations when nothing is due. One iteration is one rotation's worth of
+/// polls (4,095), each one tick after the previous.
+fn poll_nothing_due(c: &mut Criterion, rt: &Runtime) {
+    const POLLS: u32 = 4_095;
+    let _rt = rt.enter();
+    let mut g = c.benchmark_group("poll_nothing_due");
+    // The wheel has to cross its one occupied slot, untimed, once per iteration; short
+    // timed budgets keep the untimed share affordable.
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(20))
+        .measurement_time(Duration::from_millis(60));
+    g.throughput(Throughput::Elements(u64::from(POLLS)));
+    for n in SIZES {
+        let mut rng = Rng(n as u64 + 3);
+        let pool = rng.deadlines();
+
+        // All timers in slot 0, hundreds of thousands of rotations ahead: ticks 1..=4095 of
+        // each rotation have nothing due and an empty slot.
+        let mut wheel = Wheel::with_slots_at(4_096, Tick(1));
+        for i in 0..n {
+            wheel.insert(Tick(4_096 * (200_000 + (i as u32 % 8))), i as u32);
+        }
+        let mut out = Vec::with_capacity(CAP);
+        let mut base = 0u32;
+        g.bench_function(BenchmarkId::new("liveline", n), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    for t in 1..=POLLS {
+                        black_box(wheel.poll(Tick(base + t), &mut out, CAP));
+                    }
+                    total += start.elapsed();
+                    base += 4_096;
+                    // The occupied slot: every timer is walked and stays.
+                    assert_eq!(wheel.poll(Tick(base), &mut out, CAP), 0);
+                }
+                total
+            });
+        });
+        drop(wheel);
+
+        let (mut dq, _keys) = queue_with(n, &pool);
+        let mut cx = Context::from_waker(Waker::noop());
+        g.bench_function(BenchmarkId::new("delay_queue", n), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    for _ in 0..POLLS {
+                        assert!(dq.poll_expired(&mut cx).is_pending());
+                    }
+                }
+                start.elapsed()
+            });
+        });
+        drop(dq);
+
+        let heap = heap_with(n, &pool);
+        g.bench_function(BenchmarkId::new("binary_heap", n), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    for t in 0..POLLS {
+                        let now = black_box(t / 4_096);
+                        black_box(heap.peek().is_some_and(|e| e.0 .0 <= now));
+                    }
+                }
+                start.elapsed()
+            });
+        });
+    }
+    g.finish();
+}
+
+/// Timers expire, but their connections were active half a period ago: each is re-inserted
+/// for the remainder (the lazy path). One iteration processes every timer once.
+fn fire_reinsert(c: &mut Criterion, rt: &Runtime) {
+    const HALF: u32 = PERIOD / 2;
+    let mut g = c.benchmark_group("fire_reinsert");
+    heavy(&mut g);
+    for n in SIZES {
+        g.throughput(Throughput::Elements(n as u64));
+
+        // Deadlines spread over a window of half a period; a round walks that window tick
+        // by tick, so each timer fires once per round.
+        let cfg = IdleConfig::from_ticks(Some(PERIOD), None, None);
+        let t0 = PERIOD;
+        let mut wheel = Wheel::with_slots_at(4_096, Tick(t0));
+        let mut conns: Vec<IdleTracker> = (0..n)
+            .map(|i| {
+                let mut conn = IdleTracker::new(Tick(t0 - PERIOD + i as u32 % HALF));
+                conn.arm(&cfg, &mut wheel, Tick(t0), i as u32, None);
+                conn
+            })
+            .collect();
+        let mut out = Vec::with_capacity(CAP);
+        let mut now = t0;
+        g.bench_function(BenchmarkId::new("liveline", n), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    for conn in &mut conns {
+                        let due = conn.next_deadline(&cfg).expect("read idle is on");
+                        conn.record_read(due.wrapping_sub(HALF));
+                    }
+                    let mut events = 0;
+                    let start = Instant::now();
+                    for _ in 0..HALF {
+                        let tick = Tick(now);
+                        loop {
+                            out.clear();
+                            let fired = wheel.poll(tick, &mut out, CAP);
+                            for &(key, i) in &out {
+                                let conn = &mut conns[i as usize];
+                                events += conn.on_timer(&cfg, &mut wheel, key, tick, i, None).len();
+                            }
+                            if fired < CAP {
+                                break;
+                            }
+                        }
+                        now += 1;
+                    }
+                    total += start.elapsed();
+                    assert_eq!(events, 0, "every connection was active");
+                    assert_eq!(wheel.len(), n);
+                }
+                total
+            });
+        });
+        drop((conns, wheel));
+
+        let mut last_read: Vec<u32> = (0..n).map(|i| t0 - PERIOD + i as u32 % HALF).collect();
+        let mut armed: Vec<u32> = last_read.iter().map(|&t| t + PERIOD).collect();
+        let mut heap: BinaryHeap<HeapEntry> =
+            (0..n).map(|i| (Reverse(armed[i]), i as u32, 0)).collect();
+        let mut now = t0;
+        g.bench_function(BenchmarkId::new("binary_heap", n), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    for (read, &due) in last_read.iter_mut().zip(&armed) {
+                        *read = due - HALF;
+                    }
+                    let mut events = 0;
+                    let start = Instant::now();
+                    for _ in 0..HALF {
+                        while let Some(&(Reverse(due), i, gen)) = heap.peek() {
+                            if due > now {
+                                break;
+                            }
+                            heap.pop();
+                            // Every entry is current here (no touches push): re-arm.
+                            let next = last_read[i as usize] + PERIOD;
+                            if next > now {
+                                heap.push((Reverse(next), i, gen));
+                                armed[i as usize] = next;
+                            } else {
+                                events += 1;
+                            }
+                        }
+                        now += 1;
+                    }
+                    total += start.elapsed();
+                    assert_eq!(events, 0);
+                }
+                total
+            });
+        });
+        drop(heap);
+
+        // Real time: the timers are set a tick ahead and waited for, untimed; the timed part
+        // takes every expired timer out and re-inserts it for the remainder.
+        let _rt = rt.enter();
+        let mut dq: DelayQueue<u32> = DelayQueue::with_capacity(n);
+        let mut keys: Vec<delay_queue::Key> = Vec::with_capacity(n);
+        g.bench_function(BenchmarkId::new("delay_queue", n), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    for key in keys.drain(..) {
+                        dq.remove(&key);
+                    }
+                    for i in 0..n {
+                        dq.insert(i as u32, TICK);
+                    }
+                    std::thread::sleep(TICK * 3);
+                    let start = Instant::now();
+                    rt.block_on(async {
+                        while keys.len() < n {
+                            let expired = poll_fn(|cx| dq.poll_expired(cx))
+                                .await
+                                .expect("n timers are due");
+                            keys.push(dq.insert(expired.into_inner(), ticks(HALF)));
+                        }
+                    });
+                    total += start.elapsed();
+                }
+                total
+            });
+        });
+    }
+    g.finish();
+}
+
+/// The workload the wheel is built for: `n` connections, each active `TOUCHES` times per
+/// idle period, none idle. One iteration is one period: every tick, the connections due a
+/// touch are touched, then the timers are polled.
+///
+/// - liveline: a store per touch; each timer fires once per period and is re-inserted.
+/// - `DelayQueue`: `reset` per touch (eager); nothing ever expires; one `poll_expired` a
+///   tick.
+/// - `BinaryHeap`: a push per touch; `TOUCHES` stale entries per connection popped per
+///   period.
+fn idle_workload(c: &mut Criterion, rt: &Runtime) {
+    const STRIDE: u32 = PERIOD / TOUCHES;
+    let mut g = c.benchmark_group("idle_workload");
+    heavy(&mut g);
+    for n in SIZES {
+        g.throughput(Throughput::Elements(n as u64));
+        // Connection i is touched at the ticks congruent to i modulo STRIDE.
+        let touched = |t: u32| ((t % STRIDE) as usize..n).step_by(STRIDE as usize);
+        let t0 = PERIOD;
+        let last_touch = |i: usize| t0 - STRIDE + i as u32 % STRIDE;
+
+        let cfg = IdleConfig::from_ticks(Some(PERIOD), None, None);
+        let mut wheel = Wheel::with_slots_at(4_096, Tick(t0));
+        let mut conns: Vec<IdleTracker> = (0..n)
+            .map(|i| {
+                let mut conn = IdleTracker::new(Tick(last_touch(i)));
+                conn.arm(&cfg, &mut wheel, Tick(t0), i as u32, None);
+                conn
+            })
+            .collect();
+        let mut out = Vec::with_capacity(CAP);
+        let mut now = t0;
+        let mut period = |conns: &mut [IdleTracker], wheel: &mut Wheel, now: &mut u32| {
+            let mut events = 0;
+            for _ in 0..PERIOD {
+                let tick = Tick(*now);
+                for i in touched(*now) {
+                    conns[i].record_read(tick);
+                }
+                loop {
+                    out.clear();
+                    let fired = wheel.poll(tick, &mut out, CAP);
+                    for &(key, i) in &out {
+                        let conn = &mut conns[i as usize];
+                        events += conn.on_timer(&cfg, wheel, key, tick, i, None).len();
+                    }
+                    if fired < CAP {
+                        break;
+                    }
+                }
+                *now += 1;
+            }
+            assert_eq!(events, 0, "no connection is idle");
+        };
+        // One untimed period reaches the steady state.
+        period(&mut conns, &mut wheel, &mut now);
+        g.bench_function(BenchmarkId::new("liveline", n), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    period(&mut conns, &mut wheel, &mut now);
+                }
+                start.elapsed()
+            });
+        });
+        drop((conns, wheel));
+
+        let mut heap: BinaryHeap<HeapEntry> = BinaryHeap::with_capacity(TOUCHES as usize * n);
+        heap.extend((0..n).map(|i| (Reverse(last_touch(i) + PERIOD), i as u32, 0)));
+        let mut generation = vec![0u32; n];
+        let mut now = t0;
+        let mut period = |heap: &mut BinaryHeap<HeapEntry>, now: &mut u32| {
+            let mut events = 0;
+            for _ in 0..PERIOD {
+                let t = *now;
+                for i in touched(t) {
+                    let g = generation[i].wrapping_add(1);
+                    generation[i] = g;
+                    heap.push((Reverse(t + PERIOD), i as u32, g));
+                }
+                while let Some(&(Reverse(due), i, g)) = heap.peek() {
+                    if due > t {
+                        break;
+                    }
+                    heap.pop();
+                    if g == generation[i as usize] {
+                        events += 1;
+                    }
+                }
+                *now += 1;
+            }
+            assert_eq!(events, 0, "no connection is idle");
+        };
+        period(&mut heap, &mut now);
+        g.bench_function(BenchmarkId::new("binary_heap", n), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    period(&mut heap, &mut now);
+                }
+                start.elapsed()
+            });
+        });
+        drop(heap);
+
+        let _rt = rt.enter();
+        let mut dq: DelayQueue<u32> = DelayQueue::with_capacity(n);
+        let keys: Vec<delay_queue::Key> =
+            (0..n).map(|i| dq.insert(i as u32, ticks(PERIOD))).collect();
+        let mut cx = Context::from_waker(Waker::noop());
+        g.bench_function(BenchmarkId::new("delay_queue", n), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    for t in 0..PERIOD {
+                        for i in touched(t) {
+                            dq.reset(&keys[i], ticks(PERIOD));
+                        }
+                        assert!(dq.poll_expired(&mut cx).is_pending());
+                    }
+                }
+                start.elapsed()
+            });
+        });
+    }
+    g.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = runtime();
+    touch(c, &rt);
+    insert(c, &rt);
+    cancel(c, &rt);
+    poll_nothing_due(c, &rt);
+    fire_reinsert(c, &rt);
+    idle_workload(c, &rt);
+}
+
+criterion_group!(wheel, benches);
+criterion_main!(wheel);

@@ -1,0 +1,826 @@
+//! Per-connection idle detection with one wheel entry and no wheel work per read or write.
+//!
+//! A connection records activity by storing the current tick ([`IdleTracker::record_read`],
+//! [`IdleTracker::record_write`]): one store, no timer touched. The tracker keeps a single
+//! [`Wheel`] entry at the earliest tick at which some configured kind of idleness could
+//! begin. When that entry fires, [`IdleTracker::on_timer`] recomputes: kinds that really
+//! are idle yield an [`IdleEvent`]; if activity moved the deadlines on, the entry is simply
+//! re-inserted for the remainder. A busy connection thus costs one wheel insert per period
+//! instead of one timer reset per read or write.
+//!
+//! The kinds and their "first" flag follow Netty's `IdleStateHandler`:
+//! - [`IdleKind::Read`]: nothing read for the read period. This is the liveness signal: a
+//!   write that "succeeds" only proves the bytes reached the local kernel.
+//! - [`IdleKind::Write`]: nothing written for the write period (time to send a ping).
+//! - [`IdleKind::All`]: neither read nor written for the all period.
+//!
+//! While a connection stays idle, the event repeats once per period. An event is *first*
+//! if there was activity of its kind since the previous event of that kind, or if it is the
+//! kind's first event at all.
+//!
+//! The periods live in an [`IdleConfig`] shared by all connections of an engine and passed
+//! into each call, so that a tracker stays small (28 bytes).
+
+use std::time::Duration;
+
+use crate::time::{Clock, Tick, MAX_DELAY};
+use crate::wheel::{TimerKey, Wheel};
+
+/// Activity older than this is pulled up to it, so that stored ticks never drift out of
+/// the wrap rule's range; any period has long expired by then anyway.
+const STALE: u32 = MAX_DELAY + 1;
+
+/// A kind of idleness.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum IdleKind {
+    /// Nothing was read for the read period.
+    Read = 0,
+    /// Nothing was written for the write period.
+    Write = 1,
+    /// Nothing was read or written for the all period.
+    All = 2,
+}
+
+impl IdleKind {
+    /// Every kind, in the order events are reported.
+    pub const EVERY: [IdleKind; 3] = [IdleKind::Read, IdleKind::Write, IdleKind::All];
+
+    #[inline]
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// One idle event.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub struct IdleEvent {
+    /// What the connection has been idle at.
+    pub kind: IdleKind,
+    /// Whether this is the first event of its kind since activity of that kind (or ever);
+    /// `false` for the repeats, one per period, while the connection stays idle.
+    pub first: bool,
+}
+
+/// The events produced by one [`IdleTracker::on_timer`] call: at most one per kind.
+///
+/// A value type with no allocation; iterate it to get the events in the order read, write,
+/// all.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
+pub struct IdleEvents {
+    /// Bits 0..3: the kind fired; bits 3..6: it was a first event.
+    bits: u8,
+}
+
+impl IdleEvents {
+    /// No events.
+    pub const NONE: IdleEvents = IdleEvents { bits: 0 };
+
+    /// Whether there are no events.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.bits & 0b111 == 0
+    }
+
+    /// The number of events (0 to 3).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        (self.bits & 0b111).count_ones() as usize
+    }
+
+    /// The event of `kind`, if there is one.
+    #[must_use]
+    pub fn get(&self, kind: IdleKind) -> Option<IdleEvent> {
+        (self.bits & kind.bit() != 0).then(|| IdleEvent {
+            kind,
+            first: self.bits & (kind.bit() << 3) != 0,
+        })
+    }
+
+    fn push(&mut self, kind: IdleKind, first: bool) {
+        self.bits |= kind.bit();
+        if first {
+            self.bits |= kind.bit() << 3;
+        }
+    }
+}
+
+impl Iterator for IdleEvents {
+    type Item = IdleEvent;
+
+    fn next(&mut self) -> Option<IdleEvent> {
+        let kind = match self.bits.trailing_zeros() {
+            0 => IdleKind::Read,
+            1 => IdleKind::Write,
+            2 => IdleKind::All,
+            _ => return None,
+        };
+        let event = self.get(kind);
+        self.bits &= !(kind.bit() | kind.bit() << 3);
+        event
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.len(), Some(self.len()))
+    }
+}
+
+impl ExactSizeIterator for IdleEvents {}
+
+/// The idle periods, in ticks, shared by every connection of an engine.
+///
+/// A kind whose period is `None` (or zero) is disabled and never fires. Periods are capped
+/// at [`MAX_DELAY`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
+pub struct IdleConfig {
+    periods: [Option<u32>; 3],
+}
+
+impl IdleConfig {
+    /// Every kind disabled.
+    pub const DISABLED: IdleConfig = IdleConfig { periods: [None; 3] };
+
+    /// Periods given in ticks: an event fires when `now - last activity >= period`.
+    #[must_use]
+    pub fn from_ticks(read: Option<u32>, write: Option<u32>, all: Option<u32>) -> IdleConfig {
+        let norm = |p: Option<u32>| p.filter(|&p| p > 0).map(|p| p.min(MAX_DELAY));
+        IdleConfig {
+            periods: [norm(read), norm(write), norm(all)],
+        }
+    }
+
+    /// Periods given as durations, converted with [`Clock::interval_ticks`] so that an event
+    /// never comes before the period has really passed in wall time (and, with the wheel
+    /// polled every tick, less than two ticks after).
+    #[must_use]
+    pub fn from_durations(
+        clock: &Clock,
+        read: Option<Duration>,
+        write: Option<Duration>,
+        all: Option<Duration>,
+    ) -> IdleConfig {
+        let ticks =
+            |d: Option<Duration>| d.filter(|d| !d.is_zero()).map(|d| clock.interval_ticks(d));
+        IdleConfig::from_ticks(ticks(read), ticks(write), ticks(all))
+    }
+
+    /// The period of `kind` in ticks, or `None` if it is disabled.
+    #[must_use]
+    pub fn period(&self, kind: IdleKind) -> Option<u32> {
+        self.periods[kind as usize]
+    }
+
+    /// The read-idle period, if enabled.
+    #[must_use]
+    pub fn read(&self) -> Option<u32> {
+        self.period(IdleKind::Read)
+    }
+
+    /// The write-idle period, if enabled.
+    #[must_use]
+    pub fn write(&self) -> Option<u32> {
+        self.period(IdleKind::Write)
+    }
+
+    /// The all-idle period, if enabled.
+    #[must_use]
+    pub fn all(&self) -> Option<u32> {
+        self.period(IdleKind::All)
+    }
+
+    /// Whether every kind is disabled.
+    #[must_use]
+    pub fn is_disabled(&self) -> bool {
+        self.periods.iter().all(Option::is_none)
+    }
+}
+
+/// The idle state of one connection: when it last read and wrote, when each kind last
+/// fired, and its one wheel entry.
+///
+/// # Call-order contract
+///
+/// 1. [`new`](IdleTracker::new) when the connection starts (it counts as activity), then
+///    [`arm`](IdleTracker::arm) to create the wheel entry.
+/// 2. [`record_read`](IdleTracker::record_read) / [`record_write`](IdleTracker::record_write)
+///    on activity, as often as it happens; they never touch the wheel.
+/// 3. When [`Wheel::poll`] returns this tracker's key, call
+///    [`on_timer`](IdleTracker::on_timer) with it before anything else uses the tracker's
+///    key; it handles the events and re-inserts the one entry.
+/// 4. Call [`arm`](IdleTracker::arm) again whenever the `extra` deadline changes, and
+///    [`disarm`](IdleTracker::disarm) before dropping the tracker, so that no entry outlives
+///    the connection.
+///
+/// Every call takes the same `value` (the wheel payload naming the connection, for example
+/// a slab index with a generation) and the engine's shared [`IdleConfig`].
+///
+/// # Extra deadlines
+///
+/// Other one-shot deadlines of the connection (handshake deadline, connect timeout,
+/// reconnect backoff, close linger) ride on the same entry: pass the earliest of them as
+/// `extra`, and the entry fires no later than it. The tracker does not remember `extra`; the
+/// engine keeps its own deadlines, checks them itself whenever the key fires, and passes the
+/// deadlines still pending (or `None`) to `on_timer`.
+///
+/// The tracker must be armed, or have activity recorded, at least once every 2^30 ticks:
+/// that is what keeps its stored ticks within the wrap rule. An armed tracker with any kind
+/// enabled does that by itself.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct IdleTracker {
+    last_read: Tick,
+    last_write: Tick,
+    /// The tick of each kind's last event; meaningful only where `fired` has the kind's bit.
+    fired_at: [Tick; 3],
+    key: Option<TimerKey>,
+    fired: u8,
+}
+
+impl IdleTracker {
+    /// A tracker for a connection that starts at `now`, which counts as both a read and a
+    /// write (as in Netty, a new connection is not idle). Not armed yet.
+    #[must_use]
+    pub fn new(now: Tick) -> IdleTracker {
+        IdleTracker {
+            last_read: now,
+            last_write: now,
+            fired_at: [now; 3],
+            key: None,
+            fired: 0,
+        }
+    }
+
+    /// Records that bytes were read at `now`. One store; the wheel is not touched.
+    #[inline]
+    pub fn record_read(&mut self, now: Tick) {
+        self.last_read = now;
+    }
+
+    /// Records that bytes were written at `now`. One store; the wheel is not touched.
+    ///
+    /// Call it whenever bytes actually reached the kernel, including partial progress of a
+    /// pending write (Netty's `observeOutput`): a slow reader whose pending output keeps
+    /// draining is not write idle, whereas a write that makes no progress for the write
+    /// period is. Do not call it when data is merely queued.
+    #[inline]
+    pub fn record_write(&mut self, now: Tick) {
+        self.last_write = now;
+    }
+
+    /// The tick of the last recorded read.
+    #[must_use]
+    pub fn last_read(&self) -> Tick {
+        self.last_read
+    }
+
+    /// The tick of the last recorded write.
+    #[must_use]
+    pub fn last_write(&self) -> Tick {
+        self.last_write
+    }
+
+    /// The key of the tracker's wheel entry, if it is armed.
+    #[must_use]
+    pub fn key(&self) -> Option<TimerKey> {
+        self.key
+    }
+
+    /// Whether the tracker has a wheel entry.
+    #[must_use]
+    pub fn is_armed(&self) -> bool {
+        self.key.is_some()
+    }
+
+    /// The earliest tick at which an enabled kind will be idle, given the activity recorded
+    /// so far; `None` if every kind is disabled.
+    #[must_use]
+    pub fn next_deadline(&self, cfg: &IdleConfig) -> Option<Tick> {
+        IdleKind::EVERY
+            .iter()
+            .filter_map(|&kind| {
+                cfg.period(kind)
+                    .map(|period| self.deadline_of(kind, self.last_activity(kind), period))
+            })
+            .reduce(Tick::earliest)
+    }
+
+    /// Creates or moves the tracker's one wheel entry to the earliest of
+    /// [`next_deadline`](IdleTracker::next_deadline) and `extra`; removes it if there is
+    /// neither.
+    ///
+    /// `value` is stored in a new entry; a moved entry keeps the value it was created with.
+    pub fn arm(
+        &mut self,
+        cfg: &IdleConfig,
+        wheel: &mut Wheel,
+        now: Tick,
+        value: u32,
+        extra: Option<Tick>,
+    ) {
+        self.normalize(now);
+        self.schedule(cfg, wheel, value, extra);
+    }
+
+    /// Removes the tracker's wheel entry, if any.
+    pub fn disarm(&mut self, wheel: &mut Wheel) {
+        if let Some(key) = self.key.take() {
+            wheel.cancel(key);
+        }
+    }
+
+    /// Handles the firing of the tracker's wheel entry `fired`, which [`Wheel::poll`] has
+    /// just returned (and so removed) at `now`.
+    ///
+    /// Returns an event for each enabled kind that has been idle for its period; the next
+    /// event of such a kind is due one period later unless activity intervenes. Then inserts
+    /// the one entry again at the earliest of the idle deadlines and `extra`. A key that is
+    /// not this tracker's current one (a stale firing) is ignored: no events, no change.
+    pub fn on_timer(
+        &mut self,
+        cfg: &IdleConfig,
+        wheel: &mut Wheel,
+        fired: TimerKey,
+        now: Tick,
+        value: u32,
+        extra: Option<Tick>,
+    ) -> IdleEvents {
+        if self.key != Some(fired) {
+            return IdleEvents::NONE;
+        }
+        // The wheel already removed the entry; rescheduling the old key would be wrong.
+        self.key = None;
+        self.normalize(now);
+        let mut events = IdleEvents::NONE;
+        for kind in IdleKind::EVERY {
+            let Some(period) = cfg.period(kind) else {
+                continue;
+            };
+            let last = self.last_activity(kind);
+            if self.deadline_of(kind, last, period).is_at_or_before(now) {
+                let fired_before = self.fired & kind.bit() != 0;
+                let first = !fired_before || last.is_at_or_after(self.fired_at[kind as usize]);
+                events.push(kind, first);
+                self.fired_at[kind as usize] = now;
+                self.fired |= kind.bit();
+            }
+        }
+        self.schedule(cfg, wheel, value, extra);
+        events
+    }
+
+    #[inline]
+    fn last_activity(&self, kind: IdleKind) -> Tick {
+        match kind {
+            IdleKind::Read => self.last_read,
+            IdleKind::Write => self.last_write,
+            IdleKind::All => self.last_read.latest(self.last_write),
+        }
+    }
+
+    /// When `kind` is next due: a period after its last activity, or after its last event
+    /// if that was later (so idle events repeat once per period).
+    #[inline]
+    fn deadline_of(&self, kind: IdleKind, last: Tick, period: u32) -> Tick {
+        let since = if self.fired & kind.bit() != 0 {
+            last.latest(self.fired_at[kind as usize])
+        } else {
+            last
+        };
+        since.wrapping_add(period)
+    }
+
+    fn schedule(&mut self, cfg: &IdleConfig, wheel: &mut Wheel, value: u32, extra: Option<Tick>) {
+        let target = match (self.next_deadline(cfg), extra) {
+            (Some(idle), Some(extra)) => Some(idle.earliest(extra)),
+            (idle, extra) => idle.or(extra),
+        };
+        match (target, self.key) {
+            (Some(at), Some(key)) => {
+                if !wheel.reschedule(key, at) {
+                    // The key was vacant: the caller let it fire without on_timer.
+                    self.key = Some(wheel.insert(at, value));
+                }
+            }
+            (Some(at), None) => self.key = Some(wheel.insert(at, value)),
+            (None, Some(_)) => self.disarm(wheel),
+            (None, None) => {}
+        }
+    }
+
+    /// Pulls ancient ticks up to `now - STALE`, so that comparisons with them stay valid;
+    /// every period has expired at that distance, so no decision changes.
+    fn normalize(&mut self, now: Tick) {
+        let floor = now.wrapping_sub(STALE);
+        let pull = |t: &mut Tick| {
+            if t.is_before(floor) {
+                *t = floor;
+            }
+        };
+        pull(&mut self.last_read);
+        pull(&mut self.last_write);
+        self.fired_at.iter_mut().for_each(pull);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    const VALUE: u32 = 7;
+
+    /// One connection on a virtual clock: ticks advance by hand and the wheel is polled
+    /// every tick, as the driver does.
+    struct Sim {
+        wheel: Wheel,
+        cfg: IdleConfig,
+        conn: IdleTracker,
+        now: Tick,
+        out: Vec<(TimerKey, u32)>,
+        events: Vec<(u32, IdleEvent)>,
+        extra: Option<Tick>,
+    }
+
+    impl Sim {
+        fn new(cfg: IdleConfig) -> Sim {
+            Sim::starting_at(cfg, Tick(0))
+        }
+
+        fn starting_at(cfg: IdleConfig, start: Tick) -> Sim {
+            // Few slots, so that periods span several rotations.
+            let mut wheel = Wheel::with_slots_at(16, start);
+            let mut conn = IdleTracker::new(start);
+            conn.arm(&cfg, &mut wheel, start, VALUE, None);
+            let mut out = Vec::new();
+            wheel.poll(start, &mut out, usize::MAX);
+            assert!(out.is_empty());
+            Sim {
+                wheel,
+                cfg,
+                conn,
+                now: start,
+                out,
+                events: Vec::new(),
+                extra: None,
+            }
+        }
+
+        fn step(&mut self) {
+            self.now = self.now.wrapping_add(1);
+            self.out.clear();
+            self.wheel.poll(self.now, &mut self.out, usize::MAX);
+            for &(key, value) in &self.out {
+                assert_eq!(value, VALUE);
+                let events = self.conn.on_timer(
+                    &self.cfg,
+                    &mut self.wheel,
+                    key,
+                    self.now,
+                    value,
+                    self.extra,
+                );
+                for event in events {
+                    self.events.push((self.now.0, event));
+                }
+            }
+            assert!(self.wheel.len() <= 1, "more than one entry per tracker");
+            assert_eq!(self.wheel.len(), usize::from(self.conn.is_armed()));
+        }
+
+        fn run(&mut self, ticks: u32) {
+            for _ in 0..ticks {
+                self.step();
+            }
+        }
+
+        fn read(&mut self) {
+            self.conn.record_read(self.now);
+        }
+
+        fn write(&mut self) {
+            self.conn.record_write(self.now);
+        }
+
+        fn take(&mut self) -> Vec<(u32, IdleKind, bool)> {
+            self.events
+                .drain(..)
+                .map(|(t, e)| (t, e.kind, e.first))
+                .collect()
+        }
+    }
+
+    fn read_only(period: u32) -> IdleConfig {
+        IdleConfig::from_ticks(Some(period), None, None)
+    }
+
+    #[test]
+    fn tracker_is_small() {
+        assert_eq!(std::mem::size_of::<IdleTracker>(), 28);
+        assert!(std::mem::size_of::<IdleConfig>() <= 24);
+        assert_eq!(std::mem::size_of::<IdleEvents>(), 1);
+    }
+
+    #[test]
+    fn read_idle_fires_after_exactly_the_period() {
+        let mut sim = Sim::new(read_only(100));
+        sim.run(99);
+        assert!(sim.take().is_empty(), "one tick early");
+        sim.step();
+        assert_eq!(sim.take(), vec![(100, IdleKind::Read, true)]);
+    }
+
+    #[test]
+    fn read_idle_counts_from_the_last_read() {
+        let mut sim = Sim::new(read_only(100));
+        sim.run(37);
+        sim.read();
+        sim.run(99);
+        assert!(sim.take().is_empty());
+        sim.step();
+        assert_eq!(sim.take(), vec![(137, IdleKind::Read, true)]);
+    }
+
+    #[test]
+    fn steady_traffic_never_fires() {
+        let mut sim = Sim::new(IdleConfig::from_ticks(Some(10), Some(10), Some(10)));
+        for _ in 0..2_000 {
+            sim.step();
+            if sim.now.0 % 9 == 0 {
+                sim.read();
+                sim.write();
+            }
+        }
+        assert!(sim.take().is_empty());
+        assert!(sim.conn.is_armed());
+    }
+
+    #[test]
+    fn repeated_every_period_and_first_again_after_activity() {
+        let mut sim = Sim::new(read_only(10));
+        sim.run(35);
+        sim.read();
+        sim.run(30);
+        assert_eq!(
+            sim.take(),
+            vec![
+                (10, IdleKind::Read, true),
+                (20, IdleKind::Read, false),
+                (30, IdleKind::Read, false),
+                (45, IdleKind::Read, true),
+                (55, IdleKind::Read, false),
+                (65, IdleKind::Read, false),
+            ]
+        );
+    }
+
+    #[test]
+    fn activity_on_the_tick_of_an_event_makes_the_next_one_first() {
+        let mut sim = Sim::new(read_only(10));
+        sim.run(10);
+        sim.read();
+        sim.run(10);
+        assert_eq!(
+            sim.take(),
+            vec![(10, IdleKind::Read, true), (20, IdleKind::Read, true)]
+        );
+    }
+
+    #[test]
+    fn write_idle() {
+        let mut sim = Sim::new(IdleConfig::from_ticks(None, Some(20), None));
+        for _ in 0..100 {
+            sim.step();
+            if sim.now.0 % 7 == 0 {
+                sim.write();
+            }
+        }
+        // Reads do not count as writes.
+        sim.read();
+        sim.run(40);
+        // The last write was at tick 98.
+        assert_eq!(
+            sim.take(),
+            vec![(118, IdleKind::Write, true), (138, IdleKind::Write, false)]
+        );
+    }
+
+    #[test]
+    fn all_idle_needs_silence_both_ways() {
+        let mut sim = Sim::new(IdleConfig::from_ticks(None, None, Some(20)));
+        // Reads stop at 50, writes carry on to 100: not all idle before 120.
+        for _ in 0..100 {
+            sim.step();
+            if sim.now.0 <= 50 && sim.now.0 % 5 == 0 {
+                sim.read();
+            }
+            if sim.now.0 % 10 == 0 {
+                sim.write();
+            }
+        }
+        sim.run(40);
+        assert_eq!(
+            sim.take(),
+            vec![(120, IdleKind::All, true), (140, IdleKind::All, false)]
+        );
+    }
+
+    #[test]
+    fn kinds_fire_independently_in_one_call() {
+        let mut sim = Sim::new(IdleConfig::from_ticks(Some(10), Some(10), Some(10)));
+        sim.run(10);
+        assert_eq!(
+            sim.take(),
+            vec![
+                (10, IdleKind::Read, true),
+                (10, IdleKind::Write, true),
+                (10, IdleKind::All, true),
+            ]
+        );
+        sim.write();
+        sim.run(10);
+        assert_eq!(
+            sim.take(),
+            vec![
+                (20, IdleKind::Read, false),
+                (20, IdleKind::Write, true),
+                (20, IdleKind::All, true),
+            ]
+        );
+    }
+
+    #[test]
+    fn pending_write_that_progresses_is_not_write_idle() {
+        // Netty's observeOutput: a slow reader drains our pending output a little at a time.
+        let mut sim = Sim::new(IdleConfig::from_ticks(None, Some(20), None));
+        for _ in 0..200 {
+            sim.step();
+            if sim.now.0 % 15 == 0 {
+                // Partial progress of the pending write: bytes reached the kernel.
+                sim.write();
+            }
+        }
+        assert!(sim.take().is_empty());
+        // Now the peer stops reading: the write is stuck and makes no progress.
+        sim.run(40);
+        assert_eq!(
+            sim.take(),
+            vec![(215, IdleKind::Write, true), (235, IdleKind::Write, false)]
+        );
+    }
+
+    #[test]
+    fn disabled_kinds_never_fire() {
+        let mut sim = Sim::new(read_only(50));
+        for _ in 0..1_000 {
+            sim.step();
+            sim.read();
+        }
+        assert!(sim.take().is_empty(), "silence on writes must not matter");
+
+        let mut sim = Sim::new(IdleConfig::DISABLED);
+        assert!(!sim.conn.is_armed());
+        sim.run(1_000);
+        assert!(sim.take().is_empty());
+        assert!(sim.wheel.is_empty());
+    }
+
+    #[test]
+    fn extra_deadline_rides_on_the_same_entry() {
+        let mut sim = Sim::new(read_only(100));
+        let handshake = Tick(5);
+        sim.conn
+            .arm(&sim.cfg, &mut sim.wheel, sim.now, VALUE, Some(handshake));
+        assert_eq!(sim.wheel.len(), 1);
+        assert_eq!(sim.wheel.deadline(sim.conn.key().unwrap()), Some(handshake));
+        sim.run(5);
+        // The entry fired for the handshake deadline: no idle event, re-armed for reads.
+        assert!(sim.take().is_empty());
+        assert_eq!(sim.wheel.deadline(sim.conn.key().unwrap()), Some(Tick(100)));
+        sim.run(95);
+        assert_eq!(sim.take(), vec![(100, IdleKind::Read, true)]);
+        // With idle detection off, the extra deadline alone keeps an entry.
+        let mut sim = Sim::new(IdleConfig::DISABLED);
+        sim.extra = Some(Tick(30));
+        sim.conn
+            .arm(&sim.cfg, &mut sim.wheel, sim.now, VALUE, sim.extra);
+        assert!(sim.conn.is_armed());
+        sim.run(29);
+        assert!(sim.conn.is_armed());
+        // At tick 30 it fires; the engine would handle the deadline and pass None.
+        sim.extra = None;
+        sim.step();
+        assert!(!sim.conn.is_armed());
+        assert!(sim.wheel.is_empty());
+    }
+
+    #[test]
+    fn stale_keys_are_ignored_and_disarm_removes_the_entry() {
+        let mut sim = Sim::new(read_only(10));
+        let mut other = Wheel::new();
+        other.insert(Tick(0), 0);
+        let foreign = other.insert(Tick(0), 0);
+        assert_ne!(Some(foreign), sim.conn.key());
+        let before = sim.conn;
+        let events = sim
+            .conn
+            .on_timer(&sim.cfg, &mut sim.wheel, foreign, Tick(50), VALUE, None);
+        assert!(events.is_empty());
+        assert_eq!(sim.conn, before);
+        sim.conn.disarm(&mut sim.wheel);
+        assert!(sim.wheel.is_empty());
+        assert!(!sim.conn.is_armed());
+    }
+
+    #[test]
+    fn works_across_the_tick_wrap() {
+        let start = Tick(u32::MAX - 25);
+        let mut sim = Sim::starting_at(read_only(10), start);
+        sim.run(35);
+        let t = |off: u32| start.wrapping_add(off).0;
+        assert_eq!(
+            sim.take(),
+            vec![
+                (t(10), IdleKind::Read, true),
+                (t(20), IdleKind::Read, false),
+                (t(30), IdleKind::Read, false),
+            ]
+        );
+        sim.read();
+        sim.run(10);
+        assert_eq!(sim.take(), vec![(t(45), IdleKind::Read, true)]);
+    }
+
+    #[test]
+    fn long_silence_is_normalized() {
+        // Only writes are watched; reads stay silent for longer than the wrap range.
+        let cfg = IdleConfig::from_ticks(Some(MAX_DELAY), None, Some(MAX_DELAY));
+        let mut wheel = Wheel::new();
+        let mut conn = IdleTracker::new(Tick(0));
+        conn.arm(&cfg, &mut wheel, Tick(0), VALUE, None);
+        let mut out = Vec::new();
+        let mut now = Tick(0);
+        let mut fired = 0;
+        // Three jumps of MAX_DELAY ticks: more than 2^31 in total.
+        for _ in 0..3 {
+            now = now.wrapping_add(MAX_DELAY);
+            out.clear();
+            wheel.poll(now, &mut out, usize::MAX);
+            for &(key, v) in &out {
+                let events = conn.on_timer(&cfg, &mut wheel, key, now, v, None);
+                assert_eq!(events.len(), 2);
+                fired += 1;
+            }
+        }
+        assert_eq!(fired, 3);
+        assert!(conn.last_read().is_before(now));
+        assert_eq!(conn.next_deadline(&cfg), Some(now.wrapping_add(MAX_DELAY)));
+    }
+
+    #[test]
+    fn config_from_durations_rounds_up_plus_one_tick() {
+        // Any instant serves as the origin; nothing depends on the real clock.
+        let clock = Clock::new(Instant::now(), Duration::from_millis(10));
+        let cfg = IdleConfig::from_durations(
+            &clock,
+            Some(Duration::from_secs(30)),
+            Some(Duration::from_millis(10_001)),
+            Some(Duration::ZERO),
+        );
+        assert_eq!(cfg.read(), Some(3_001));
+        assert_eq!(cfg.write(), Some(1_002));
+        assert_eq!(cfg.all(), None);
+        assert!(!cfg.is_disabled());
+        assert_eq!(
+            IdleConfig::from_ticks(Some(0), Some(u32::MAX), None),
+            IdleConfig::from_ticks(None, Some(MAX_DELAY), None)
+        );
+    }
+
+    #[test]
+    fn events_iterate_in_kind_order() {
+        let mut events = IdleEvents::NONE;
+        events.push(IdleKind::All, false);
+        events.push(IdleKind::Read, true);
+        assert_eq!(events.len(), 2);
+        assert_eq!(
+            events.get(IdleKind::All),
+            Some(IdleEvent {
+                kind: IdleKind::All,
+                first: false
+            })
+        );
+        assert_eq!(events.get(IdleKind::Write), None);
+        let all: Vec<IdleEvent> = events.collect();
+        assert_eq!(
+            all,
+            vec![
+                IdleEvent {
+                    kind: IdleKind::Read,
+                    first: true
+                },
+                IdleEvent {
+                    kind: IdleKind::All,
+                    first: false
+                },
+            ]
+        );
+    }
+}

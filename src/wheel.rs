@@ -1,0 +1,861 @@
+//! A hashed timing wheel: O(1) insert, cancel and reschedule over integer [`Tick`]s.
+//!
+//! The wheel has a single level of `slots` lists (a power of two). An entry with deadline
+//! `d` lives in slot `d & (slots - 1)`; deadlines more than one rotation ahead share a slot
+//! with nearer ones and are simply left in place when the slot is visited early ("lazy
+//! rounds"). Entries sit in one `Vec` of 16-byte records linked into per-slot doubly linked
+//! lists by `u32` index, so inserting and cancelling touch a handful of words and never
+//! allocate once the vector has grown to the peak number of live timers. A bitmap with one
+//! bit per slot says which lists are non-empty: advancing over empty ticks costs one word
+//! test per 64 slots.
+//!
+//! # The cursor and the guarantees
+//!
+//! The wheel keeps a *cursor*: the first tick it has not yet processed. [`poll`] with a
+//! `now` processes the ticks from the cursor up to `now` and moves the cursor to `now + 1`.
+//! Every live entry's stored deadline is at or after the cursor, which is what keeps
+//! wrapping tick comparisons valid and lets an entry find its own slot from its deadline.
+//!
+//! - **Stored deadline.** [`insert`] and [`reschedule`] store `deadline` unchanged, except
+//!   that a deadline before the cursor (in the past, or on a tick already processed) is
+//!   stored as the cursor, and one more than [`MAX_DELAY`] ticks after the cursor is stored
+//!   as cursor + `MAX_DELAY`. [`deadline`](Wheel::deadline) reports the stored value.
+//! - **Never early.** `poll(now)` returns only entries whose stored deadline is `<= now`.
+//! - **On time.** An entry with stored deadline `d` is returned by the first `poll(now)`
+//!   with `now >= d`, unless that call reached its `max` first; then the cursor stays at
+//!   the unfinished tick and a later poll returns it.
+//!
+//! So a timer inserted for a tick that is already processed fires on the first poll of a
+//! later tick. With [`Clock`](crate::time::Clock) rounding (see its documentation), a timer
+//! never fires early in wall time and, if the driver polls every tick, at most one tick
+//! late.
+//!
+//! Entries returned by one poll, or by a sequence of capped polls, come in slot order from
+//! the cursor, which is deadline order only among entries less than one rotation ahead.
+//!
+//! # Caller obligations
+//!
+//! - Pass a `now` to [`poll`] that never goes backwards (an earlier one is ignored), and
+//!   poll at least once every 2^30 ticks, so that every tick comparison stays within the
+//!   wrap rule of [`time`](crate::time).
+//! - Compute deadlines from a "now" that is close to the cursor (poll before inserting):
+//!   the [`MAX_DELAY`] clamp is measured from the cursor.
+//! - Forget a [`TimerKey`] once its entry has been returned by [`poll`] or removed by
+//!   [`cancel`]: the key is recycled by a later [`insert`], and cancelling a recycled key
+//!   would cancel someone else's timer. A key that is vacant (not yet recycled) is
+//!   harmless: [`cancel`] returns `None` and [`reschedule`] returns `false`.
+//!
+//! [`poll`]: Wheel::poll
+//! [`insert`]: Wheel::insert
+//! [`cancel`]: Wheel::cancel
+//! [`reschedule`]: Wheel::reschedule
+
+use std::num::NonZeroU32;
+
+use crate::time::{Tick, MAX_DELAY};
+
+/// End of a list; in `prev`, also "this entry is its slot's head".
+const NIL: u32 = u32::MAX;
+/// In `prev`: the entry is on the free list, not in the wheel.
+const VACANT: u32 = u32::MAX - 1;
+/// Indices must stay below both sentinels.
+const MAX_ENTRIES: usize = VACANT as usize;
+
+/// The default number of slots of [`Wheel::new`].
+pub const DEFAULT_SLOTS: usize = 4096;
+/// The largest slot count [`Wheel::with_slots`] accepts.
+pub const MAX_SLOTS: usize = 1 << 24;
+
+/// Names one timer in a [`Wheel`].
+///
+/// Valid from [`Wheel::insert`] until the entry is returned by [`Wheel::poll`] or removed by
+/// [`Wheel::cancel`]; after that the wheel may hand the same key to a new timer. Small
+/// (4 bytes) and so is `Option<TimerKey>`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub struct TimerKey(NonZeroU32);
+
+impl TimerKey {
+    #[inline]
+    fn from_index(index: u32) -> TimerKey {
+        // Indices stay below MAX_ENTRIES, so index + 1 neither overflows nor is zero.
+        TimerKey(NonZeroU32::MIN.saturating_add(index))
+    }
+
+    #[inline]
+    fn index(self) -> usize {
+        (self.0.get() - 1) as usize
+    }
+}
+
+/// One timer, or one free record. Kept at 16 bytes: four of them share a cache line.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    /// The stored deadline; its low bits name the slot the entry is linked into.
+    deadline: u32,
+    /// Next entry in the slot list, or next free record; `NIL` ends either list.
+    next: u32,
+    /// Previous entry in the slot list, `NIL` for the head, `VACANT` for a free record.
+    prev: u32,
+    /// The caller's payload.
+    value: u32,
+}
+
+/// A single-level hashed timing wheel over wrapping `u32` ticks.
+///
+/// See the [module documentation](self) for the exact firing guarantees and the caller's
+/// obligations.
+#[derive(Clone, Debug)]
+pub struct Wheel {
+    entries: Vec<Entry>,
+    heads: Box<[u32]>,
+    occupied: Box<[u64]>,
+    mask: u32,
+    cursor: u32,
+    free: u32,
+    len: u32,
+}
+
+impl Default for Wheel {
+    fn default() -> Self {
+        Wheel::new()
+    }
+}
+
+impl Wheel {
+    /// A wheel with [`DEFAULT_SLOTS`] slots and its cursor at tick 0.
+    #[must_use]
+    pub fn new() -> Wheel {
+        Wheel::with_slots(DEFAULT_SLOTS)
+    }
+
+    /// A wheel with `slots` slots and its cursor at tick 0.
+    ///
+    /// More slots mean fewer entries revisited on a later rotation's visit, at 4 bytes plus
+    /// one bit per slot.
+    ///
+    /// # Panics
+    ///
+    /// If `slots` is not a power of two or exceeds [`MAX_SLOTS`].
+    #[must_use]
+    pub fn with_slots(slots: usize) -> Wheel {
+        Wheel::with_slots_at(slots, Tick(0))
+    }
+
+    /// A wheel with `slots` slots whose first unprocessed tick is `start`.
+    ///
+    /// Use it when the clock does not start at tick 0, for example to resume a tick count.
+    ///
+    /// # Panics
+    ///
+    /// If `slots` is not a power of two or exceeds [`MAX_SLOTS`].
+    #[must_use]
+    pub fn with_slots_at(slots: usize, start: Tick) -> Wheel {
+        assert!(
+            slots.is_power_of_two() && slots <= MAX_SLOTS,
+            "Wheel: the slot count must be a power of two no larger than {MAX_SLOTS}, got {slots}"
+        );
+        Wheel {
+            entries: Vec::new(),
+            heads: vec![NIL; slots].into_boxed_slice(),
+            occupied: vec![0; slots.div_ceil(64)].into_boxed_slice(),
+            mask: (slots - 1) as u32,
+            cursor: start.0,
+            free: NIL,
+            len: 0,
+        }
+    }
+
+    /// Reserves room for `additional` more live timers than the wheel holds now, so that
+    /// inserting them does not reallocate.
+    pub fn reserve(&mut self, additional: usize) {
+        let free_records = self.entries.len() - self.len as usize;
+        self.entries
+            .reserve(additional.saturating_sub(free_records));
+    }
+
+    /// The number of live timers.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether no timer is live.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// How many timers the wheel can hold before its entry vector has to grow.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.entries.capacity()
+    }
+
+    /// The number of slots.
+    #[must_use]
+    pub fn slots(&self) -> usize {
+        self.heads.len()
+    }
+
+    /// The cursor: the first tick not yet processed by [`poll`](Wheel::poll).
+    ///
+    /// Every live timer's stored deadline is at or after it.
+    #[must_use]
+    pub fn cursor(&self) -> Tick {
+        Tick(self.cursor)
+    }
+
+    /// Schedules `value` to be returned by the first [`poll`](Wheel::poll) with
+    /// `now >= deadline`.
+    ///
+    /// `deadline` is stored clamped to the range [cursor, cursor + [`MAX_DELAY`]]; see the
+    /// [module documentation](self). Timers that need to wait longer must re-arm when they
+    /// fire. Allocates only when more timers are live than ever before.
+    ///
+    /// # Panics
+    ///
+    /// If about 4.29 billion timers are live at once (64 GiB of entries).
+    pub fn insert(&mut self, deadline: Tick, value: u32) -> TimerKey {
+        let deadline = self.clamp(deadline);
+        let index = if self.free != NIL {
+            let index = self.free;
+            self.free = self.entries[index as usize].next;
+            index
+        } else {
+            let index = self.entries.len();
+            assert!(index < MAX_ENTRIES, "Wheel: too many live timers");
+            self.entries.push(Entry {
+                deadline: 0,
+                next: NIL,
+                prev: NIL,
+                value: 0,
+            });
+            index as u32
+        };
+        let entry = &mut self.entries[index as usize];
+        entry.deadline = deadline;
+        entry.value = value;
+        self.link(index);
+        self.len += 1;
+        TimerKey::from_index(index)
+    }
+
+    /// Removes a live timer and returns its value; `None` if `key` is vacant.
+    ///
+    /// `key` must not have been recycled by a later insert (see the
+    /// [module documentation](self)); a vacant key is harmless.
+    pub fn cancel(&mut self, key: TimerKey) -> Option<u32> {
+        let index = key.index();
+        let value = match self.entries.get(index) {
+            Some(entry) if entry.prev != VACANT => entry.value,
+            _ => return None,
+        };
+        self.unlink(index as u32);
+        self.release(index as u32);
+        Some(value)
+    }
+
+    /// Moves a live timer to a new deadline (clamped like [`insert`](Wheel::insert)'s);
+    /// `false` if `key` is vacant.
+    ///
+    /// Cheaper than cancel plus insert: the key and value stay, and a deadline in the same
+    /// slot does not relink anything.
+    pub fn reschedule(&mut self, key: TimerKey, deadline: Tick) -> bool {
+        let index = key.index();
+        let old = match self.entries.get(index) {
+            Some(entry) if entry.prev != VACANT => entry.deadline,
+            _ => return false,
+        };
+        let deadline = self.clamp(deadline);
+        if (deadline ^ old) & self.mask == 0 {
+            self.entries[index].deadline = deadline;
+        } else {
+            self.unlink(index as u32);
+            self.entries[index].deadline = deadline;
+            self.link(index as u32);
+        }
+        true
+    }
+
+    /// The stored deadline of a live timer; `None` if `key` is vacant.
+    #[must_use]
+    pub fn deadline(&self, key: TimerKey) -> Option<Tick> {
+        match self.entries.get(key.index()) {
+            Some(entry) if entry.prev != VACANT => Some(Tick(entry.deadline)),
+            _ => None,
+        }
+    }
+
+    /// The value of a live timer; `None` if `key` is vacant.
+    #[must_use]
+    pub fn value(&self, key: TimerKey) -> Option<u32> {
+        match self.entries.get(key.index()) {
+            Some(entry) if entry.prev != VACANT => Some(entry.value),
+            _ => None,
+        }
+    }
+
+    /// Removes up to `max` timers whose deadline is `<= now`, pushes them to `out` as
+    /// `(key, value)`, and returns how many it pushed.
+    ///
+    /// The returned keys are vacant and will be recycled by later inserts. If fewer than
+    /// `max` were returned, no timer due at `now` is left and the cursor moves to
+    /// `now + 1`; otherwise the cursor stays at the unfinished tick, and the next poll
+    /// carries on from there. A `now` before the cursor returns nothing.
+    ///
+    /// Work: one word test per 64 empty slots, plus one step per entry in each non-empty
+    /// slot passed (including entries due on a later rotation), over at most one rotation
+    /// however far `now` has jumped. Never allocates, except to grow `out` (reserve `max`
+    /// in it to avoid that).
+    pub fn poll(&mut self, now: Tick, out: &mut Vec<(TimerKey, u32)>, max: usize) -> usize {
+        let ahead = now.since(Tick(self.cursor));
+        if ahead < 0 {
+            return 0;
+        }
+        let done = now.0.wrapping_add(1);
+        if self.len == 0 {
+            self.cursor = done;
+            return 0;
+        }
+        // Visiting one full rotation reaches every slot: beyond that, jumping ahead is free
+        // because entries are compared with `now`, not with the tick being visited.
+        let mut remaining = (ahead as u32).saturating_add(1).min(self.mask + 1);
+        let mut tick = self.cursor;
+        let mut fired = 0;
+        while let Some(skip) = self.scan(tick & self.mask, remaining) {
+            tick = tick.wrapping_add(skip);
+            remaining -= skip;
+            let mut index = self.heads[(tick & self.mask) as usize];
+            while index != NIL {
+                let entry = self.entries[index as usize];
+                if Tick(entry.deadline).is_at_or_before(now) {
+                    if fired == max {
+                        self.cursor = tick;
+                        return fired;
+                    }
+                    self.unlink(index);
+                    self.release(index);
+                    out.push((TimerKey::from_index(index), entry.value));
+                    fired += 1;
+                }
+                index = entry.next;
+            }
+            tick = tick.wrapping_add(1);
+            remaining -= 1;
+        }
+        self.cursor = done;
+        fired
+    }
+
+    /// The earliest tick at which [`poll`](Wheel::poll) may return something: the tick of
+    /// the first non-empty slot at or after the cursor. `None` if the wheel is empty.
+    ///
+    /// It is a lower bound on every live timer's deadline, and equal to the earliest one
+    /// when all timers are less than one rotation past the cursor. Otherwise the slot found
+    /// may hold only timers for a later rotation: polling at the returned tick then returns
+    /// nothing and advances the cursor; ask again after that poll. A driver that sleeps until
+    /// this tick thus wakes early at most once per occupied slot per rotation. Costs up to
+    /// one word test per 64 slots.
+    #[must_use]
+    pub fn next_deadline(&self) -> Option<Tick> {
+        if self.len == 0 {
+            return None;
+        }
+        self.scan(self.cursor & self.mask, self.mask + 1)
+            .map(|skip| Tick(self.cursor.wrapping_add(skip)))
+    }
+
+    /// Clamps a deadline into [cursor, cursor + MAX_DELAY], the range that keeps the slot
+    /// invariant and the wrap rule.
+    #[inline]
+    fn clamp(&self, deadline: Tick) -> u32 {
+        let ahead = deadline.since(Tick(self.cursor));
+        if ahead < 0 {
+            self.cursor
+        } else if ahead as u32 > MAX_DELAY {
+            self.cursor.wrapping_add(MAX_DELAY)
+        } else {
+            deadline.0
+        }
+    }
+
+    /// Pushes a record whose deadline is set onto the front of its slot's list.
+    #[inline]
+    fn link(&mut self, index: u32) {
+        let slot = (self.entries[index as usize].deadline & self.mask) as usize;
+        let head = self.heads[slot];
+        let entry = &mut self.entries[index as usize];
+        entry.prev = NIL;
+        entry.next = head;
+        if head == NIL {
+            self.occupied[slot >> 6] |= 1 << (slot & 63);
+        } else {
+            self.entries[head as usize].prev = index;
+        }
+        self.heads[slot] = index;
+    }
+
+    /// Takes a live record out of its slot's list.
+    #[inline]
+    fn unlink(&mut self, index: u32) {
+        let Entry {
+            deadline,
+            next,
+            prev,
+            ..
+        } = self.entries[index as usize];
+        if prev == NIL {
+            // Only a head has no predecessor; its deadline says which head it is.
+            let slot = (deadline & self.mask) as usize;
+            self.heads[slot] = next;
+            if next == NIL {
+                self.occupied[slot >> 6] &= !(1 << (slot & 63));
+            }
+        } else {
+            self.entries[prev as usize].next = next;
+        }
+        if next != NIL {
+            self.entries[next as usize].prev = prev;
+        }
+    }
+
+    /// Puts an unlinked record on the free list; the most recently freed is reused first,
+    /// while it is still in cache.
+    #[inline]
+    fn release(&mut self, index: u32) {
+        let entry = &mut self.entries[index as usize];
+        entry.prev = VACANT;
+        entry.next = self.free;
+        self.free = index;
+        self.len -= 1;
+    }
+
+    /// The distance from slot `start` (going forward, wrapping) to the first non-empty slot,
+    /// if it is less than `limit`.
+    #[inline]
+    fn scan(&self, start: u32, limit: u32) -> Option<u32> {
+        let slots = self.mask + 1;
+        let mut pos = start;
+        let mut skipped = 0u32;
+        loop {
+            let word = self.occupied[(pos >> 6) as usize] >> (pos & 63);
+            if word != 0 {
+                let skip = skipped + word.trailing_zeros();
+                return (skip < limit).then_some(skip);
+            }
+            // To the end of this word, or of the wheel when it has fewer than 64 slots.
+            let step = (64 - (pos & 63)).min(slots - pos);
+            skipped += step;
+            if skipped >= limit {
+                return None;
+            }
+            pos = (pos + step) & self.mask;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn drain(wheel: &mut Wheel, now: Tick) -> Vec<(TimerKey, u32)> {
+        let mut out = Vec::new();
+        wheel.poll(now, &mut out, usize::MAX);
+        out
+    }
+
+    fn values(fired: &[(TimerKey, u32)]) -> Vec<u32> {
+        let mut v: Vec<u32> = fired.iter().map(|&(_, v)| v).collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn entry_is_16_bytes_and_keys_are_4() {
+        assert_eq!(std::mem::size_of::<Entry>(), 16);
+        assert_eq!(std::mem::size_of::<TimerKey>(), 4);
+        assert_eq!(std::mem::size_of::<Option<TimerKey>>(), 4);
+    }
+
+    #[test]
+    #[should_panic(expected = "power of two")]
+    fn slot_count_must_be_a_power_of_two() {
+        let _ = Wheel::with_slots(100);
+    }
+
+    #[test]
+    fn never_early_and_at_most_one_tick_late() {
+        let mut wheel = Wheel::with_slots(64);
+        for d in 0..300u32 {
+            wheel.insert(Tick(d), d);
+        }
+        for now in 0..300u32 {
+            let fired = drain(&mut wheel, Tick(now));
+            // Polled every tick, each timer fires exactly at its deadline.
+            assert_eq!(values(&fired), vec![now], "tick {now}");
+        }
+        assert!(wheel.is_empty());
+    }
+
+    #[test]
+    fn past_deadline_fires_on_the_next_tick() {
+        let mut wheel = Wheel::new();
+        assert!(drain(&mut wheel, Tick(10)).is_empty());
+        assert_eq!(wheel.cursor(), Tick(11));
+        let key = wheel.insert(Tick(3), 1);
+        assert_eq!(wheel.deadline(key), Some(Tick(11)));
+        let same = wheel.insert(Tick(10), 2);
+        assert_eq!(wheel.deadline(same), Some(Tick(11)));
+        // The same tick again is already processed: nothing.
+        assert!(drain(&mut wheel, Tick(10)).is_empty());
+        assert_eq!(values(&drain(&mut wheel, Tick(11))), vec![1, 2]);
+    }
+
+    #[test]
+    fn cancel_returns_the_value_once() {
+        let mut wheel = Wheel::with_slots(16);
+        let a = wheel.insert(Tick(5), 1);
+        let b = wheel.insert(Tick(5), 2);
+        let c = wheel.insert(Tick(21), 3);
+        assert_eq!(wheel.len(), 3);
+        assert_eq!(wheel.cancel(b), Some(2));
+        assert_eq!(wheel.cancel(b), None);
+        assert!(!wheel.reschedule(b, Tick(7)));
+        assert_eq!(wheel.deadline(b), None);
+        assert_eq!(wheel.value(a), Some(1));
+        assert_eq!(wheel.len(), 2);
+        assert_eq!(values(&drain(&mut wheel, Tick(5))), vec![1]);
+        assert_eq!(wheel.cancel(a), None, "a fired, so its key is vacant");
+        assert_eq!(wheel.cancel(c), Some(3));
+        assert!(wheel.is_empty());
+        assert!(drain(&mut wheel, Tick(100)).is_empty());
+    }
+
+    #[test]
+    fn cancelling_heads_middles_and_tails_keeps_lists_intact() {
+        let mut wheel = Wheel::with_slots(8);
+        // All in slot 3, several rotations.
+        let keys: Vec<TimerKey> = (0..6).map(|i| wheel.insert(Tick(3 + 8 * i), i)).collect();
+        // The list is in reverse insertion order: keys[5] is the head, keys[0] the tail.
+        assert_eq!(wheel.cancel(keys[5]), Some(5));
+        assert_eq!(wheel.cancel(keys[0]), Some(0));
+        assert_eq!(wheel.cancel(keys[2]), Some(2));
+        let mut fired = Vec::new();
+        for now in 0..64 {
+            for (_, v) in drain(&mut wheel, Tick(now)) {
+                fired.push((now, v));
+            }
+        }
+        assert_eq!(fired, vec![(11, 1), (27, 3), (35, 4)]);
+    }
+
+    #[test]
+    fn reschedule_earlier_and_later() {
+        let mut wheel = Wheel::with_slots(16);
+        let a = wheel.insert(Tick(10), 1);
+        let b = wheel.insert(Tick(10), 2);
+        let c = wheel.insert(Tick(10), 3);
+        assert!(wheel.reschedule(a, Tick(4)));
+        assert!(wheel.reschedule(b, Tick(40)));
+        // Same slot, next rotation: no relink, new deadline.
+        assert!(wheel.reschedule(c, Tick(26)));
+        assert_eq!(wheel.deadline(c), Some(Tick(26)));
+        let mut fired = Vec::new();
+        for now in 0..50 {
+            for (_, v) in drain(&mut wheel, Tick(now)) {
+                fired.push((now, v));
+            }
+        }
+        assert_eq!(fired, vec![(4, 1), (26, 3), (40, 2)]);
+    }
+
+    #[test]
+    fn reschedule_into_the_past_fires_next_tick() {
+        let mut wheel = Wheel::with_slots(16);
+        let a = wheel.insert(Tick(50), 1);
+        assert!(drain(&mut wheel, Tick(20)).is_empty());
+        assert!(wheel.reschedule(a, Tick(5)));
+        assert_eq!(wheel.deadline(a), Some(Tick(21)));
+        assert_eq!(values(&drain(&mut wheel, Tick(21))), vec![1]);
+    }
+
+    #[test]
+    fn expiry_cap_resumes_where_it_stopped() {
+        let mut wheel = Wheel::with_slots(16);
+        for i in 0..10 {
+            wheel.insert(Tick(3), i);
+            wheel.insert(Tick(7), 100 + i);
+        }
+        let mut out = Vec::new();
+        assert_eq!(wheel.poll(Tick(8), &mut out, 4), 4);
+        assert_eq!(wheel.cursor(), Tick(3));
+        assert_eq!(wheel.next_deadline(), Some(Tick(3)));
+        assert_eq!(wheel.poll(Tick(8), &mut out, 4), 4);
+        assert_eq!(wheel.poll(Tick(8), &mut out, 4), 4);
+        // The tick-3 slot is exhausted and the cursor waits at tick 7.
+        assert_eq!(wheel.cursor(), Tick(7));
+        assert_eq!(wheel.poll(Tick(8), &mut out, 100), 8);
+        assert_eq!(wheel.cursor(), Tick(9));
+        let mut all = values(&out);
+        all.dedup();
+        assert_eq!(all.len(), 20);
+        // A zero cap returns nothing and loses nothing.
+        wheel.insert(Tick(9), 7);
+        assert_eq!(wheel.poll(Tick(9), &mut out, 0), 0);
+        assert_eq!(wheel.poll(Tick(9), &mut out, 1), 1);
+    }
+
+    #[test]
+    fn counter_wraps_around() {
+        let start = Tick(u32::MAX - 40);
+        let mut wheel = Wheel::with_slots_at(16, start);
+        for i in 0..100u32 {
+            wheel.insert(start.wrapping_add(i), i);
+        }
+        for step in 0..100u32 {
+            let now = start.wrapping_add(step);
+            let fired = drain(&mut wheel, now);
+            assert_eq!(values(&fired), vec![step], "at {now:?}");
+            assert_eq!(wheel.deadline(fired[0].0), None);
+        }
+        assert_eq!(wheel.cursor(), start.wrapping_add(100));
+        assert!(wheel.is_empty());
+    }
+
+    #[test]
+    fn deadlines_beyond_one_rotation() {
+        let mut wheel = Wheel::with_slots(8);
+        wheel.insert(Tick(5), 0);
+        wheel.insert(Tick(5 + 8), 1);
+        wheel.insert(Tick(5 + 80), 2);
+        wheel.insert(Tick(1_000), 3);
+        let mut fired = Vec::new();
+        for now in 0..1_100 {
+            for (_, v) in drain(&mut wheel, Tick(now)) {
+                fired.push((now, v));
+            }
+        }
+        assert_eq!(fired, vec![(5, 0), (13, 1), (85, 2), (1_000, 3)]);
+    }
+
+    #[test]
+    fn big_jumps_fire_everything_due_and_nothing_else() {
+        let mut wheel = Wheel::with_slots(16);
+        for i in 0..200u32 {
+            wheel.insert(Tick(i * 7), i);
+        }
+        let fired = drain(&mut wheel, Tick(700));
+        assert_eq!(values(&fired), (0..=100).collect::<Vec<_>>());
+        assert_eq!(wheel.cursor(), Tick(701));
+        let fired = drain(&mut wheel, Tick(1_000_000));
+        assert_eq!(values(&fired), (101..200).collect::<Vec<_>>());
+        assert!(wheel.is_empty());
+        // A jump of almost 2^31 ticks across the wrap.
+        let key = wheel.insert(Tick(1_000_010), 9);
+        let far = Tick(1_000_000).wrapping_add((1 << 31) - 10);
+        assert_eq!(values(&drain(&mut wheel, far)), vec![9]);
+        assert_eq!(wheel.cancel(key), None);
+    }
+
+    #[test]
+    fn far_deadlines_are_clamped() {
+        let mut wheel = Wheel::with_slots(16);
+        let key = wheel.insert(Tick(MAX_DELAY + 1_000), 1);
+        assert_eq!(wheel.deadline(key), Some(Tick(MAX_DELAY)));
+        assert!(drain(&mut wheel, Tick(MAX_DELAY - 1)).is_empty());
+        assert_eq!(values(&drain(&mut wheel, Tick(MAX_DELAY))), vec![1]);
+    }
+
+    #[test]
+    fn next_deadline_is_a_lower_bound() {
+        let mut wheel = Wheel::with_slots(64);
+        assert_eq!(wheel.next_deadline(), None);
+        let a = wheel.insert(Tick(200), 1);
+        // Slot 8 is the first occupied one; the timer is three rotations out.
+        assert_eq!(wheel.next_deadline(), Some(Tick(8)));
+        assert!(drain(&mut wheel, Tick(8)).is_empty());
+        assert_eq!(wheel.next_deadline(), Some(Tick(72)));
+        wheel.insert(Tick(30), 2);
+        assert_eq!(wheel.next_deadline(), Some(Tick(30)));
+        assert_eq!(values(&drain(&mut wheel, Tick(30))), vec![2]);
+        assert_eq!(wheel.next_deadline(), Some(Tick(72)));
+        assert_eq!(wheel.cancel(a), Some(1));
+        assert_eq!(wheel.next_deadline(), None);
+        // Across the word boundary and the end of the wheel.
+        let mut wheel = Wheel::with_slots_at(256, Tick(250));
+        wheel.insert(Tick(300), 1);
+        assert_eq!(wheel.next_deadline(), Some(Tick(300)));
+    }
+
+    #[test]
+    fn keys_are_recycled_and_capacity_is_reused() {
+        let mut wheel = Wheel::with_slots(16);
+        let keys: Vec<TimerKey> = (0..100).map(|i| wheel.insert(Tick(i), i)).collect();
+        let cap = wheel.capacity();
+        for key in &keys {
+            wheel.cancel(*key);
+        }
+        for i in 0..100 {
+            wheel.insert(Tick(i), i);
+        }
+        assert_eq!(wheel.capacity(), cap);
+        assert_eq!(wheel.len(), 100);
+        wheel.reserve(10);
+        assert!(wheel.capacity() >= 110);
+    }
+
+    #[test]
+    fn a_million_timers_fire_exactly_once_and_never_early() {
+        const N: u32 = 1_000_000;
+        const SPAN: u32 = 20_000;
+        let start = Tick(u32::MAX - 5_000);
+        let mut wheel = Wheel::with_slots_at(DEFAULT_SLOTS, start);
+        // A cheap deterministic scramble spreads deadlines over several rotations.
+        let deadline_of = |i: u32| start.wrapping_add(i.wrapping_mul(2_654_435_761) % SPAN);
+        for i in 0..N {
+            wheel.insert(deadline_of(i), i);
+        }
+        assert_eq!(wheel.len(), N as usize);
+        let mut seen = vec![false; N as usize];
+        let mut out = Vec::with_capacity(4_096);
+        let mut total = 0;
+        for step in 0..=SPAN / 3 + 1 {
+            // Poll every third tick, with a cap, as a busy driver would.
+            let now = start.wrapping_add(3 * step);
+            while wheel.poll(now, &mut out, 4_096) > 0 {
+                for &(_, i) in &out {
+                    assert!(deadline_of(i).is_at_or_before(now), "early");
+                    assert!(now.since(deadline_of(i)) < 3, "late");
+                    assert!(!std::mem::replace(&mut seen[i as usize], true), "twice");
+                }
+                total += out.len();
+                out.clear();
+            }
+        }
+        assert_eq!(total, N as usize);
+        assert!(wheel.is_empty());
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Insert { ahead: i32, value: u32 },
+        Cancel { pick: usize },
+        CancelTwice { pick: usize },
+        Reschedule { pick: usize, ahead: i32 },
+        Poll { advance: u32, max: usize },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (-20i32..200, any::<u32>()).prop_map(|(ahead, value)| Op::Insert { ahead, value }),
+            1 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
+            1 => any::<usize>().prop_map(|pick| Op::CancelTwice { pick }),
+            2 => (any::<usize>(), -20i32..200)
+                .prop_map(|(pick, ahead)| Op::Reschedule { pick, ahead }),
+            3 => (prop_oneof![6 => 0u32..4, 2 => 0u32..40, 1 => 0u32..2_000], 0usize..6)
+                .prop_map(|(advance, max)| Op::Poll { advance, max }),
+        ]
+    }
+
+    fn start_tick() -> impl Strategy<Value = u32> {
+        prop_oneof![Just(0u32), u32::MAX - 300..=u32::MAX, any::<u32>()]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn matches_a_reference_model(
+            slots_log2 in 0u32..6,
+            start in start_tick(),
+            ops in proptest::collection::vec(op(), 1..200),
+        ) {
+            let start = Tick(start);
+            let mut wheel = Wheel::with_slots_at(1 << slots_log2, start);
+            // key -> (stored deadline, value); keys live in a Vec for picking by index.
+            let mut live: BTreeMap<u32, (Tick, u32, TimerKey)> = BTreeMap::new();
+            let mut now = start.wrapping_sub(1);
+            let mut out = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Insert { ahead, value } => {
+                        let asked = now.wrapping_add(ahead as u32);
+                        let cursor = wheel.cursor();
+                        let stored = if asked.is_before(cursor) { cursor } else { asked };
+                        let key = wheel.insert(asked, value);
+                        prop_assert_eq!(wheel.deadline(key), Some(stored));
+                        let id = key.0.get();
+                        prop_assert!(!live.contains_key(&id), "live key handed out twice");
+                        live.insert(id, (stored, value, key));
+                    }
+                    Op::Cancel { pick } | Op::CancelTwice { pick } => {
+                        if live.is_empty() { continue; }
+                        let id = *live.keys().nth(pick % live.len()).unwrap();
+                        let (_, value, key) = live.remove(&id).unwrap();
+                        prop_assert_eq!(wheel.cancel(key), Some(value));
+                        if matches!(op, Op::CancelTwice { .. }) {
+                            prop_assert_eq!(wheel.cancel(key), None);
+                            prop_assert!(!wheel.reschedule(key, now));
+                        }
+                    }
+                    Op::Reschedule { pick, ahead } => {
+                        if live.is_empty() { continue; }
+                        let id = *live.keys().nth(pick % live.len()).unwrap();
+                        let asked = now.wrapping_add(ahead as u32);
+                        let cursor = wheel.cursor();
+                        let stored = if asked.is_before(cursor) { cursor } else { asked };
+                        let entry = live.get_mut(&id).unwrap();
+                        prop_assert!(wheel.reschedule(entry.2, asked));
+                        entry.0 = stored;
+                        prop_assert_eq!(wheel.deadline(entry.2), Some(stored));
+                    }
+                    Op::Poll { advance, max } => {
+                        now = now.wrapping_add(advance);
+                        let due = live.values().filter(|e| e.0.is_at_or_before(now)).count();
+                        out.clear();
+                        let n = wheel.poll(now, &mut out, max);
+                        prop_assert_eq!(n, out.len());
+                        prop_assert_eq!(n, due.min(max), "due {} max {}", due, max);
+                        for &(key, value) in &out {
+                            let e = live.remove(&key.0.get());
+                            prop_assert!(e.is_some(), "fired a key that is not live");
+                            let (deadline, v, _) = e.unwrap();
+                            prop_assert_eq!(v, value);
+                            prop_assert!(deadline.is_at_or_before(now), "fired early");
+                        }
+                        if n < max {
+                            prop_assert_eq!(wheel.cursor(), now.wrapping_add(1));
+                        }
+                    }
+                }
+                prop_assert_eq!(wheel.len(), live.len());
+                let cursor = wheel.cursor();
+                for (deadline, _, key) in live.values() {
+                    prop_assert!(deadline.is_at_or_after(cursor), "deadline behind the cursor");
+                    prop_assert_eq!(wheel.deadline(*key), Some(*deadline));
+                }
+                match wheel.next_deadline() {
+                    None => prop_assert!(live.is_empty()),
+                    Some(next) => {
+                        prop_assert!(next.is_at_or_after(cursor));
+                        for (deadline, _, _) in live.values() {
+                            prop_assert!(deadline.is_at_or_after(next), "next_deadline too late");
+                        }
+                        // Exact when every timer is within one rotation.
+                        let rotation = wheel.slots() as i32;
+                        if live.values().all(|e| e.0.since(cursor) < rotation) {
+                            let earliest = live
+                                .values()
+                                .map(|e| e.0)
+                                .reduce(Tick::earliest)
+                                .unwrap();
+                            prop_assert_eq!(next, earliest);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
