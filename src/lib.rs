@@ -11,8 +11,17 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod backoff;
 pub mod codec;
+pub mod config;
+pub mod engine;
 pub mod frame;
+pub mod idle;
+pub mod reactor;
+pub mod reliable;
+pub mod sim;
+pub mod time;
+pub mod wheel;
 
 // The README's examples are compiled and run as doc tests.
 #[cfg(doctest)]

@@ -1,0 +1,1532 @@
+//! The sans-IO engine: every connection of one loop, server side and client side, with
+//! their sessions, timers and buffers. No sockets and no clock calls in here.
+//!
+//! # Call-order contract
+//!
+//! A driver (the mio reactor, or [`sim`](crate::sim)) owns the sockets and the clock:
+//!
+//! 1. Feed inputs as they happen, each with the current time: [`Engine::handle_accept`],
+//!    [`Engine::handle_connected`], [`Engine::handle_connect_failed`],
+//!    [`Engine::handle_read`], [`Engine::handle_sent`], [`Engine::handle_closed`], and
+//!    [`Engine::handle_timeout`] when the time from [`Engine::poll_timeout`] has come.
+//!    Application commands (`send_*`, `add_client`, `close*`, `shutdown`) may come in between.
+//! 2. Then drain the outputs until each returns `None`: [`Engine::poll_io`] (open or close
+//!    sockets), [`Engine::poll_transmit`] (connections with bytes to write: write
+//!    [`Engine::outbound`] and report with [`Engine::handle_sent`]), [`Engine::poll_event`]
+//!    (application events).
+//! 3. Sleep until the next input or [`Engine::poll_timeout`].
+//!
+//! Ids carry a generation: an input naming a connection or client that is gone is ignored.
+//!
+//! # Sessions
+//!
+//! Server side:
+//!
+//! ```text
+//!  accept ──> AwaitHello ──valid HELLO / WELCOME──> Active ──GOAWAY or ERROR queued──> Closing
+//!                 │  └─(deadline, bad frame: ERROR; refused: REJECT)──────────────────────┘  │
+//!                 │                                                  (flushed or linger)     v
+//!                 └────────────────────(peer closed)──────────────────────────────────> Closed
+//! ```
+//!
+//! Client side (the client record outlives its connections):
+//!
+//! ```text
+//!          add_client
+//!              │
+//!              v         connected, HELLO sent          WELCOME
+//!   ┌──> Connecting ───────────────────────> Handshaking ───────> Active
+//!   │          │ connect failed/timeout          │ REJECT, ERROR,     │ read idle twice, GOAWAY,
+//!   │          v                                 │ deadline           │ ERROR, peer closed
+//!   └────── Backoff <────────────────────────────┴────────────────────┘
+//!     (jittered delay; next server not cooling down; GOAWAY: no delay)
+//!   any state ──close_client, GOAWAY REPLACED, fatal REJECT──> Closed
+//! ```
+
+use crate::backoff::Rng;
+use crate::codec::{Decoder, Encoder};
+use crate::config::Config;
+use crate::frame::{Code, Frame, Hello, Reason, Text, Welcome, PROTOCOL_VERSION};
+use crate::idle::{IdleConfig, IdleKind, IdleTracker};
+use crate::reliable::{RecvState, SendQueue};
+use crate::time::{Clock, Tick};
+use crate::wheel::{TimerKey, Wheel};
+use bytes::{Buf, Bytes, BytesMut};
+use hashbrown::HashMap;
+use log::{debug, info, warn};
+use slab::Slab;
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Names a connection of an engine. Stale ids (the connection is gone, its slot reused) are
+/// recognised by the generation and ignored.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct ConnId {
+    index: u32,
+    gen: u32,
+}
+
+impl ConnId {
+    /// The slot index (dense, reused after the connection is gone). Drivers use it to
+    /// index their own per-connection tables.
+    pub fn index(self) -> usize {
+        self.index as usize
+    }
+
+    /// The generation that tells this connection from others that used the same slot.
+    pub fn generation(self) -> u32 {
+        self.gen
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "c{}.{}", self.index, self.gen)
+    }
+}
+
+/// Names a client record of an engine (which outlives its connections).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct ClientId {
+    index: u32,
+    gen: u32,
+}
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "k{}.{}", self.index, self.gen)
+    }
+}
+
+/// What the driver must do with sockets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Io {
+    /// Open a non-blocking connection to `addr` for `conn`; report the outcome with
+    /// [`Engine::handle_connected`] or [`Engine::handle_connect_failed`].
+    Connect {
+        /// The engine's id for the new connection.
+        conn: ConnId,
+        /// Where to connect.
+        addr: SocketAddr,
+    },
+    /// Close the socket of `conn`; the engine has forgotten it.
+    Close {
+        /// The connection.
+        conn: ConnId,
+    },
+}
+
+/// The state of a client record, as reported in [`Event::ClientState`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientState {
+    /// A connection attempt is under way.
+    Connecting,
+    /// Connected; HELLO sent, waiting for WELCOME.
+    Handshaking,
+    /// WELCOME received: messages flow.
+    Active,
+    /// Waiting before the next attempt.
+    Backoff,
+    /// Stopped for good.
+    Closed,
+}
+
+/// Application events, drained with [`Engine::poll_event`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Server side: a client completed the handshake.
+    SessionOpened {
+        /// The connection.
+        conn: ConnId,
+        /// The HELLO identity.
+        identity: Text,
+        /// The HELLO instance.
+        instance: u64,
+        /// The session id sent in WELCOME.
+        session: u64,
+    },
+    /// Server side: a connection ended (handshake or not), with why.
+    SessionClosed {
+        /// The connection.
+        conn: ConnId,
+        /// The identity, if the handshake had completed.
+        identity: Option<Text>,
+        /// Why it ended.
+        reason: Reason,
+    },
+    /// Server side: a reliable message from a client, handed over exactly once per
+    /// session record and acknowledged.
+    Message {
+        /// The connection it came on.
+        conn: ConnId,
+        /// The sending client's HELLO instance. With `id` it names the message across
+        /// servers: a client that fails over resends what was not acknowledged, so an
+        /// application merging several servers' streams deduplicates by `(instance, id)`.
+        instance: u64,
+        /// The client's message id.
+        id: u64,
+        /// The payload.
+        payload: Bytes,
+    },
+    /// Server side: DATA from a client.
+    Data {
+        /// The connection.
+        conn: ConnId,
+        /// The payload.
+        payload: Bytes,
+    },
+    /// Client side: the client changed state.
+    ClientState {
+        /// The client.
+        client: ClientId,
+        /// Its new state.
+        state: ClientState,
+        /// The server concerned (connecting to, connected to, or lost).
+        server: Option<SocketAddr>,
+        /// Why it changed, when it was not the normal course.
+        reason: Option<Reason>,
+        /// For [`ClientState::Backoff`]: the delay before the next attempt.
+        retry_in: Option<Duration>,
+    },
+    /// Client side: a reliable message from the server, handed over once.
+    ClientMessage {
+        /// The client.
+        client: ClientId,
+        /// The server's message id.
+        id: u64,
+        /// The payload.
+        payload: Bytes,
+    },
+    /// Client side: DATA from the server.
+    ClientData {
+        /// The client.
+        client: ClientId,
+        /// The payload.
+        payload: Bytes,
+    },
+    /// Client side: the server acknowledged message `id`; it will never be lost.
+    Acked {
+        /// The client.
+        client: ClientId,
+        /// The message id.
+        id: u64,
+    },
+    /// Client side: message `id` was never acknowledged and the client stopped.
+    Failed {
+        /// The client.
+        client: ClientId,
+        /// The message id.
+        id: u64,
+        /// The payload, handed back.
+        payload: Bytes,
+    },
+    /// Client side: a PONG measured this round trip.
+    Rtt {
+        /// The client.
+        client: ClientId,
+        /// The round-trip time.
+        rtt: Duration,
+    },
+    /// Outbound bytes for `conn` crossed the high water mark (`congested: true`) or fell
+    /// back to the low water mark (`false`).
+    Backpressure {
+        /// The connection.
+        conn: ConnId,
+        /// Whether the application should hold back.
+        congested: bool,
+    },
+}
+
+/// Why a send was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// The connection or client is gone.
+    Gone,
+    /// The session is not active (DATA is never queued).
+    NotActive,
+    /// Too many reliable messages are unacknowledged.
+    WindowFull,
+    /// The payload does not fit in one frame.
+    TooLarge,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendError::Gone => "no such connection or client",
+            SendError::NotActive => "session not active",
+            SendError::WindowFull => "too many unacknowledged messages",
+            SendError::TooLarge => "payload exceeds the frame limit",
+        })
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// What a client needs to know to start.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Identity sent in HELLO.
+    pub identity: Text,
+    /// Token sent in HELLO.
+    pub token: Bytes,
+    /// Servers in order of preference; the client fails over along this list.
+    pub servers: Vec<SocketAddr>,
+    /// The HELLO instance: random per client process (the engine draws one from its
+    /// generator when `None`).
+    pub instance: Option<u64>,
+}
+
+/// A snapshot of a client, for status displays.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// Current state.
+    pub state: ClientState,
+    /// The server connected to (or being tried).
+    pub server: Option<SocketAddr>,
+    /// Time since the current session became active.
+    pub uptime: Option<Duration>,
+    /// Last measured round trip.
+    pub rtt_last: Option<Duration>,
+    /// Mean of all measured round trips.
+    pub rtt_mean: Option<Duration>,
+    /// Time since the last read on the current connection.
+    pub since_read: Option<Duration>,
+    /// Time since the last write on the current connection.
+    pub since_write: Option<Duration>,
+    /// Sessions established after the first one.
+    pub reconnects: u32,
+    /// Reliable messages not yet acknowledged.
+    pub unacked: usize,
+}
+
+/// The application's verdict on a HELLO (authentication, identity rules).
+pub type HelloHook = Box<dyn FnMut(&Hello) -> Result<(), Reason>>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ConnState {
+    Connecting,
+    AwaitHello,
+    AwaitWelcome,
+    Active,
+    Closing,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Accepted; the index of its session record once the handshake completed.
+    Server { record: Option<u32> },
+    /// Outbound for the client record at this index.
+    Client { client: u32 },
+}
+
+struct Conn {
+    gen: u32,
+    state: ConnState,
+    role: Role,
+    idle: IdleTracker,
+    decoder: Decoder,
+    /// Only a partial frame waits here; empty (unallocated) otherwise.
+    inbuf: BytesMut,
+    out: BytesMut,
+    /// Handshake, connect or linger deadline, by state.
+    deadline: Option<Tick>,
+    congested: bool,
+    /// Listed in `transmit` already.
+    pending_transmit: bool,
+}
+
+/// A server's memory of one identity: who holds it and what was exchanged, across that
+/// client's reconnects to this server.
+struct Record {
+    identity: Text,
+    instance: u64,
+    attempt: u32,
+    session: u64,
+    conn: Option<ConnId>,
+    recv: RecvState,
+    send: SendQueue,
+}
+
+struct Client {
+    gen: u32,
+    identity: Text,
+    token: Bytes,
+    instance: u64,
+    attempt: u32,
+    servers: Vec<SocketAddr>,
+    cooldown_until: Vec<Option<Tick>>,
+    current: usize,
+    state: ClientState,
+    conn: Option<ConnId>,
+    failures: u32,
+    timer: Option<TimerKey>,
+    send: SendQueue,
+    recv: RecvState,
+    session: Option<u64>,
+    rtt_last: Option<Duration>,
+    rtt_total: Duration,
+    rtt_count: u32,
+    active_since: Option<Instant>,
+    sessions: u32,
+}
+
+/// Wheel values with this bit name a client record's backoff timer, not a connection.
+const CLIENT_TIMER: u32 = 1 << 31;
+/// Expirations handled per `handle_timeout` call, so one call stays short.
+const MAX_FIRED: usize = 4096;
+
+/// The engine. See the [module docs](self) for the call-order contract.
+pub struct Engine {
+    cfg: Config,
+    clock: Clock,
+    now: Instant,
+    tick: Tick,
+    encoder: Encoder,
+    wheel: Wheel,
+    server_idle: IdleConfig,
+    client_idle: IdleConfig,
+    conns: Slab<Conn>,
+    clients: Slab<Client>,
+    records: Slab<Record>,
+    by_identity: HashMap<Text, u32>,
+    next_gen: u32,
+    next_session: u64,
+    rng: Rng,
+    hello_hook: Option<HelloHook>,
+    shutting_down: bool,
+    io: VecDeque<Io>,
+    transmit: VecDeque<ConnId>,
+    events: VecDeque<Event>,
+    fired: Vec<(TimerKey, u32)>,
+}
+
+impl Engine {
+    /// An engine whose clock starts at `now`, with jitter drawn from `seed`.
+    pub fn new(cfg: Config, now: Instant, seed: u64) -> Engine {
+        let clock = Clock::new(now, cfg.tick);
+        let server_idle = IdleConfig::from_durations(&clock, Some(cfg.idle_timeout), None, None);
+        let ping = Some(cfg.ping_interval);
+        let client_idle = IdleConfig::from_durations(&clock, ping, ping, None);
+        Engine {
+            encoder: Encoder::new(cfg.max_frame_len),
+            tick: clock.tick_of(now),
+            wheel: Wheel::with_slots_at(crate::wheel::DEFAULT_SLOTS, clock.tick_of(now)),
+            clock,
+            now,
+            server_idle,
+            client_idle,
+            conns: Slab::new(),
+            clients: Slab::new(),
+            records: Slab::new(),
+            by_identity: HashMap::new(),
+            next_gen: 1,
+            next_session: 1,
+            rng: Rng::new(seed),
+            hello_hook: None,
+            shutting_down: false,
+            io: VecDeque::new(),
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            fired: Vec::new(),
+            cfg,
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Installs the application's check of every HELLO (authentication, identity rules); a
+    /// refusal is sent as REJECT with its reason.
+    pub fn set_hello_hook(&mut self, hook: HelloHook) {
+        self.hello_hook = Some(hook);
+    }
+
+    /// Number of live connections (both roles).
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    fn set_now(&mut self, now: Instant) {
+        // Time never runs backwards inside the engine, whatever the driver passes.
+        if now > self.now {
+            self.now = now;
+            self.tick = self.clock.tick_of(now);
+        }
+    }
+
+    fn next_gen(&mut self) -> u32 {
+        let g = self.next_gen;
+        self.next_gen = self.next_gen.wrapping_add(1).max(1);
+        g
+    }
+
+    fn conn(&self, id: ConnId) -> Option<&Conn> {
+        self.conns
+            .get(id.index as usize)
+            .filter(|c| c.gen == id.gen)
+    }
+
+    fn live(&self, id: ConnId) -> bool {
+        self.conn(id).is_some()
+    }
+
+    fn id_of(&self, index: usize) -> ConnId {
+        ConnId {
+            index: index as u32,
+            gen: self.conns[index].gen,
+        }
+    }
+
+    fn client_id(&self, index: usize) -> ClientId {
+        ClientId {
+            index: index as u32,
+            gen: self.clients[index].gen,
+        }
+    }
+
+    fn client_index(&self, id: ClientId) -> Option<usize> {
+        let i = id.index as usize;
+        self.clients.get(i).filter(|c| c.gen == id.gen).map(|_| i)
+    }
+
+    fn new_conn(&mut self, state: ConnState, role: Role, deadline: Option<Tick>) -> usize {
+        let gen = self.next_gen();
+        let index = self.conns.insert(Conn {
+            gen,
+            state,
+            role,
+            idle: IdleTracker::new(self.tick),
+            decoder: Decoder::new(self.cfg.max_frame_len),
+            inbuf: BytesMut::new(),
+            out: BytesMut::new(),
+            deadline,
+            congested: false,
+            pending_transmit: false,
+        });
+        self.rearm(index);
+        index
+    }
+
+    /// (Re)places the connection's one wheel entry for its state: idle periods while
+    /// active, plus its deadline.
+    fn rearm(&mut self, index: usize) {
+        let idle = self.idle_cfg(index);
+        let c = &mut self.conns[index];
+        c.idle
+            .arm(&idle, &mut self.wheel, self.tick, index as u32, c.deadline);
+    }
+
+    fn idle_cfg(&self, index: usize) -> IdleConfig {
+        let c = &self.conns[index];
+        match (c.state, c.role) {
+            (ConnState::Active, Role::Server { .. }) => self.server_idle,
+            (ConnState::Active, Role::Client { .. }) => self.client_idle,
+            _ => IdleConfig::DISABLED,
+        }
+    }
+
+    // ---------------------------------------------------------------- inputs
+
+    /// A listener accepted a socket. Returns its id, or the reason it must be closed at
+    /// once (at the connection limit, or shutting down).
+    pub fn handle_accept(&mut self, now: Instant) -> Result<ConnId, Reason> {
+        self.set_now(now);
+        if self.shutting_down {
+            return Err(Reason::new(Code::SHUTTING_DOWN, "server shutting down"));
+        }
+        if self.conns.len() >= self.cfg.max_connections {
+            warn!("accept refused: {} connections", self.conns.len());
+            return Err(Reason::new(Code::SERVER_FULL, "connection limit reached"));
+        }
+        let deadline = self.after(self.cfg.handshake_timeout);
+        let index = self.new_conn(
+            ConnState::AwaitHello,
+            Role::Server { record: None },
+            Some(deadline),
+        );
+        Ok(self.id_of(index))
+    }
+
+    /// The outbound connection `conn` is established: the client sends HELLO.
+    pub fn handle_connected(&mut self, conn: ConnId, now: Instant) {
+        self.set_now(now);
+        if !self.live(conn) {
+            return;
+        }
+        let index = conn.index as usize;
+        let Role::Client { client } = self.conns[index].role else {
+            return;
+        };
+        if self.conns[index].state != ConnState::Connecting {
+            return;
+        }
+        let ci = client as usize;
+        let hello = {
+            let k = &mut self.clients[ci];
+            k.state = ClientState::Handshaking;
+            let h = Hello {
+                version: PROTOCOL_VERSION,
+                instance: k.instance,
+                attempt: k.attempt,
+                identity: k.identity.clone(),
+                token: k.token.clone(),
+            };
+            k.attempt = k.attempt.wrapping_add(1);
+            h
+        };
+        self.client_event(ci, ClientState::Handshaking, None, None);
+        let deadline = self.after(self.cfg.handshake_timeout);
+        let c = &mut self.conns[index];
+        c.state = ConnState::AwaitWelcome;
+        c.deadline = Some(deadline);
+        c.idle.record_read(self.tick);
+        self.rearm(index);
+        self.queue_frame(index, &Frame::Hello(Box::new(hello)));
+    }
+
+    /// The outbound connection `conn` could not be established.
+    pub fn handle_connect_failed(&mut self, conn: ConnId, now: Instant) {
+        self.set_now(now);
+        if self.live(conn) {
+            let reason = Reason::new(Code::NO_ERROR, "connect failed");
+            self.finish(conn.index as usize, reason, Lost::Failed);
+        }
+    }
+
+    /// The peer closed `conn`, or it failed (EOF, reset, I/O error).
+    pub fn handle_closed(&mut self, conn: ConnId, now: Instant) {
+        self.set_now(now);
+        if self.live(conn) {
+            let reason = Reason::new(Code::NO_ERROR, "connection closed by peer");
+            self.finish(conn.index as usize, reason, Lost::Failed);
+        }
+    }
+
+    /// Bytes read from `conn`'s socket.
+    pub fn handle_read(&mut self, conn: ConnId, bytes: &[u8], now: Instant) {
+        self.set_now(now);
+        if !self.live(conn) || bytes.is_empty() {
+            return;
+        }
+        let index = conn.index as usize;
+        let c = &mut self.conns[index];
+        if c.state == ConnState::Closing {
+            // A closing connection only flushes; what it still receives is discarded.
+            return;
+        }
+        c.idle.record_read(self.tick);
+        c.inbuf.extend_from_slice(bytes);
+        loop {
+            let c = &mut self.conns[index];
+            match c.decoder.decode(&mut c.inbuf) {
+                Ok(Some(frame)) => {
+                    self.on_frame(index, frame);
+                    // The frame may have closed the connection.
+                    if !self.live(conn) || self.conns[index].state == ConnState::Closing {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let reason = Reason {
+                        code: e.code(),
+                        text: Text::from(e.to_string()),
+                    };
+                    self.fail_with_error(index, reason);
+                    return;
+                }
+            }
+        }
+        let c = &mut self.conns[index];
+        if c.inbuf.is_empty() && c.decoder.is_idle() {
+            // Idle connections hold no receive buffer.
+            c.inbuf = BytesMut::new();
+        }
+    }
+
+    /// `n` bytes of [`outbound`](Self::outbound) reached the kernel.
+    pub fn handle_sent(&mut self, conn: ConnId, n: usize, now: Instant) {
+        self.set_now(now);
+        if !self.live(conn) {
+            return;
+        }
+        let index = conn.index as usize;
+        let low = self.cfg.outbound_low_water;
+        let c = &mut self.conns[index];
+        let n = n.min(c.out.len());
+        if n > 0 {
+            // Progress on a pending write counts as write activity (observeOutput).
+            c.idle.record_write(self.tick);
+            c.out.advance(n);
+        }
+        if c.out.is_empty() {
+            c.out = BytesMut::new();
+        }
+        if c.congested && c.out.len() <= low {
+            c.congested = false;
+            self.events.push_back(Event::Backpressure {
+                conn,
+                congested: false,
+            });
+        }
+        let c = &self.conns[index];
+        if c.state == ConnState::Closing && c.out.is_empty() {
+            self.release(index);
+        }
+    }
+
+    /// Runs the timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.set_now(now);
+        let mut fired = std::mem::take(&mut self.fired);
+        loop {
+            fired.clear();
+            self.wheel.poll(self.tick, &mut fired, MAX_FIRED);
+            if fired.is_empty() {
+                break;
+            }
+            for &(key, value) in &fired {
+                if value & CLIENT_TIMER != 0 {
+                    self.on_client_timer((value & !CLIENT_TIMER) as usize, key);
+                } else {
+                    self.on_conn_timer(value as usize, key);
+                }
+            }
+        }
+        self.fired = fired;
+    }
+
+    // ---------------------------------------------------------------- outputs
+
+    /// The next socket operation for the driver.
+    pub fn poll_io(&mut self) -> Option<Io> {
+        self.io.pop_front()
+    }
+
+    /// The next connection with bytes to write.
+    pub fn poll_transmit(&mut self) -> Option<ConnId> {
+        while let Some(id) = self.transmit.pop_front() {
+            if let Some(c) = self
+                .conns
+                .get_mut(id.index as usize)
+                .filter(|c| c.gen == id.gen)
+            {
+                c.pending_transmit = false;
+                if !c.out.is_empty() {
+                    return Some(id);
+                }
+            }
+        }
+        None
+    }
+
+    /// The bytes waiting to be written to `conn` (empty if none or gone).
+    pub fn outbound(&self, conn: ConnId) -> &[u8] {
+        self.conn(conn).map_or(&[], |c| &c.out[..])
+    }
+
+    /// The next application event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should be called next (it may be
+    /// called earlier; it may find nothing due).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.wheel
+            .next_deadline()
+            .map(|t| self.now + self.clock.until(self.now, t))
+    }
+
+    // ---------------------------------------------------------------- commands
+
+    /// Server side: sends DATA on an active session.
+    pub fn send_data(&mut self, conn: ConnId, payload: &[u8]) -> Result<(), SendError> {
+        let c = self.conn(conn).ok_or(SendError::Gone)?;
+        if c.state != ConnState::Active {
+            return Err(SendError::NotActive);
+        }
+        self.queue_data(conn.index as usize, payload)
+    }
+
+    /// Server side: sends a reliable message to the session's client. It is kept by the
+    /// session record and resent if the same client instance reconnects to this engine.
+    pub fn send_message(&mut self, conn: ConnId, payload: Bytes) -> Result<u64, SendError> {
+        let c = self.conn(conn).ok_or(SendError::Gone)?;
+        let (ConnState::Active, Role::Server { record: Some(r) }) = (c.state, c.role) else {
+            return Err(SendError::NotActive);
+        };
+        self.check_size(8 + payload.len())?;
+        let window = self.cfg.max_unacked;
+        let id = self.records[r as usize]
+            .send
+            .push(payload.clone(), window)
+            .map_err(|_| SendError::WindowFull)?;
+        self.queue_message(conn.index as usize, id, &payload);
+        Ok(id)
+    }
+
+    /// Closes `conn` with an ERROR frame carrying `reason` (or, for [`Code::REPLACED`] and
+    /// [`Code::SHUTTING_DOWN`], a GOAWAY).
+    pub fn close(&mut self, conn: ConnId, reason: Reason, now: Instant) {
+        self.set_now(now);
+        if self.live(conn) {
+            let index = conn.index as usize;
+            match reason.code {
+                Code::REPLACED | Code::SHUTTING_DOWN | Code::NO_ERROR => {
+                    self.go_away(index, reason)
+                }
+                _ => self.fail_with_error(index, reason),
+            }
+        }
+    }
+
+    /// Graceful shutdown: refuses new connections, sends GOAWAY to every server-side
+    /// session and closes each once flushed (or after the linger time), and stops every
+    /// client (their unacknowledged messages are reported failed).
+    pub fn shutdown(&mut self, now: Instant) {
+        self.set_now(now);
+        self.shutting_down = true;
+        let clients: Vec<usize> = self.clients.iter().map(|(i, _)| i).collect();
+        for ci in clients {
+            if self.clients[ci].state != ClientState::Closed {
+                self.stop_client(ci, Reason::new(Code::SHUTTING_DOWN, "engine shutting down"));
+            }
+        }
+        let servers: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.role, Role::Server { .. }))
+            .map(|(i, _)| i)
+            .collect();
+        for index in servers {
+            let reason = Reason::new(Code::SHUTTING_DOWN, "server shutting down");
+            if self.conns[index].state == ConnState::Active {
+                self.go_away(index, reason);
+            } else {
+                self.finish(index, reason, Lost::Failed);
+            }
+        }
+    }
+
+    /// Starts a client: it connects to the first server and keeps itself connected.
+    pub fn add_client(&mut self, cfg: ClientConfig, now: Instant) -> ClientId {
+        self.set_now(now);
+        let instance = cfg.instance.unwrap_or_else(|| self.rng.next_u64());
+        let gen = self.next_gen();
+        let n = cfg.servers.len();
+        let index = self.clients.insert(Client {
+            gen,
+            identity: cfg.identity,
+            token: cfg.token,
+            instance,
+            attempt: 0,
+            servers: cfg.servers,
+            cooldown_until: vec![None; n],
+            current: 0,
+            state: ClientState::Backoff,
+            conn: None,
+            failures: 0,
+            timer: None,
+            send: SendQueue::new(),
+            recv: RecvState::default(),
+            session: None,
+            rtt_last: None,
+            rtt_total: Duration::ZERO,
+            rtt_count: 0,
+            active_since: None,
+            sessions: 0,
+        });
+        self.start_connect(index);
+        self.client_id(index)
+    }
+
+    /// Client side: sends DATA if the client is active (DATA is never queued).
+    pub fn client_send_data(&mut self, client: ClientId, payload: &[u8]) -> Result<(), SendError> {
+        let ci = self.client_index(client).ok_or(SendError::Gone)?;
+        let k = &self.clients[ci];
+        match (k.state, k.conn) {
+            (ClientState::Active, Some(conn)) => self.queue_data(conn.index as usize, payload),
+            _ => Err(SendError::NotActive),
+        }
+    }
+
+    /// Client side: sends a reliable message now, or as soon as a session is active. It is
+    /// resent on every new session until acknowledged ([`Event::Acked`]) or the client
+    /// stops ([`Event::Failed`]).
+    pub fn client_send_message(
+        &mut self,
+        client: ClientId,
+        payload: Bytes,
+    ) -> Result<u64, SendError> {
+        let ci = self.client_index(client).ok_or(SendError::Gone)?;
+        self.check_size(8 + payload.len())?;
+        let window = self.cfg.max_unacked;
+        let k = &mut self.clients[ci];
+        if k.state == ClientState::Closed {
+            return Err(SendError::Gone);
+        }
+        let id = k
+            .send
+            .push(payload.clone(), window)
+            .map_err(|_| SendError::WindowFull)?;
+        if let (ClientState::Active, Some(conn)) = (k.state, k.conn) {
+            self.queue_message(conn.index as usize, id, &payload);
+        }
+        Ok(id)
+    }
+
+    /// Client side: stops the client for good; unacknowledged messages are reported as
+    /// [`Event::Failed`].
+    pub fn close_client(&mut self, client: ClientId, now: Instant) {
+        self.set_now(now);
+        if let Some(ci) = self.client_index(client) {
+            self.stop_client(ci, Reason::new(Code::NO_ERROR, "closed by application"));
+        }
+    }
+
+    /// Client side: a status snapshot.
+    pub fn client_info(&self, client: ClientId) -> Option<ClientInfo> {
+        let k = &self.clients[self.client_index(client)?];
+        let conn = k.conn.and_then(|id| self.conn(id));
+        let ago = |t: Tick| self.clock.duration_of(self.tick.since(t).max(0) as u32);
+        Some(ClientInfo {
+            state: k.state,
+            server: k.servers.get(k.current).copied(),
+            uptime: k
+                .active_since
+                .map(|t| self.now.saturating_duration_since(t)),
+            rtt_last: k.rtt_last,
+            rtt_mean: (k.rtt_count > 0).then(|| k.rtt_total / k.rtt_count),
+            since_read: conn.map(|c| ago(c.idle.last_read())),
+            since_write: conn.map(|c| ago(c.idle.last_write())),
+            reconnects: k.sessions.saturating_sub(1),
+            unacked: k.send.len(),
+        })
+    }
+
+    // ---------------------------------------------------------------- internals
+
+    /// The deadline tick for `d` from now: never before `now + d`.
+    fn after(&self, d: Duration) -> Tick {
+        self.clock.deadline_after(self.now, d)
+    }
+
+    fn check_size(&self, body: usize) -> Result<(), SendError> {
+        if body < self.cfg.max_frame_len as usize {
+            Ok(())
+        } else {
+            Err(SendError::TooLarge)
+        }
+    }
+
+    fn queue_frame(&mut self, index: usize, frame: &Frame) {
+        // The connection may have been dropped by an earlier frame of the same call.
+        let Some(c) = self.conns.get_mut(index) else {
+            return;
+        };
+        if let Err(e) = self.encoder.encode(frame, &mut c.out) {
+            warn!("c{index}: frame not sent: {e}");
+            return;
+        }
+        self.after_queue(index);
+    }
+
+    fn queue_data(&mut self, index: usize, payload: &[u8]) -> Result<(), SendError> {
+        let c = self.conns.get_mut(index).ok_or(SendError::Gone)?;
+        self.encoder
+            .encode_data(payload, &mut c.out)
+            .map_err(|_| SendError::TooLarge)?;
+        self.after_queue(index);
+        Ok(())
+    }
+
+    fn queue_message(&mut self, index: usize, id: u64, payload: &[u8]) {
+        // The connection may have been dropped by an earlier frame of the same call.
+        let Some(c) = self.conns.get_mut(index) else {
+            return;
+        };
+        if self.encoder.encode_message(id, payload, &mut c.out).is_ok() {
+            self.after_queue(index);
+        }
+    }
+
+    /// Schedules the write and enforces the outbound bounds.
+    fn after_queue(&mut self, index: usize) {
+        let id = self.id_of(index);
+        let (high, cap) = (self.cfg.outbound_high_water, self.cfg.outbound_cap);
+        let c = &mut self.conns[index];
+        if !c.pending_transmit {
+            c.pending_transmit = true;
+            self.transmit.push_back(id);
+        }
+        let queued = c.out.len();
+        if queued > cap {
+            warn!("{id}: dropped: {queued} bytes queued for a peer that does not read");
+            let reason = Reason::new(Code::SLOW_CONSUMER, "outbound cap exceeded");
+            self.finish(index, reason, Lost::Failed);
+        } else if queued > high && !c.congested {
+            c.congested = true;
+            self.events.push_back(Event::Backpressure {
+                conn: id,
+                congested: true,
+            });
+        }
+    }
+
+    fn on_frame(&mut self, index: usize, frame: Frame) {
+        let c = &self.conns[index];
+        match (c.role, c.state) {
+            (Role::Server { .. }, ConnState::AwaitHello) => match frame {
+                Frame::Hello(h) => self.on_hello(index, *h),
+                other => self.violation(index, &other, "expected HELLO"),
+            },
+            (Role::Server { record }, ConnState::Active) => match frame {
+                Frame::Ping(v) => self.queue_frame(index, &Frame::Pong(v)),
+                Frame::Pong(_) => {}
+                Frame::Data(payload) => {
+                    let conn = self.id_of(index);
+                    self.events.push_back(Event::Data { conn, payload });
+                }
+                Frame::Message { id, payload } => {
+                    let Some(r) = record else { return };
+                    let conn = self.id_of(index);
+                    let rec = &mut self.records[r as usize];
+                    if rec.recv.accept(id) {
+                        let instance = rec.instance;
+                        self.events.push_back(Event::Message {
+                            conn,
+                            instance,
+                            id,
+                            payload,
+                        });
+                    } else {
+                        debug!("{conn}: duplicate message {id} suppressed");
+                    }
+                    self.queue_frame(index, &Frame::Ack(id));
+                }
+                Frame::Ack(id) => {
+                    if let Some(r) = record {
+                        self.records[r as usize].send.ack(id);
+                    }
+                }
+                Frame::Error(reason) => self.finish(index, reason, Lost::Failed),
+                other => self.violation(index, &other, "not allowed from a client"),
+            },
+            (Role::Client { client }, ConnState::AwaitWelcome) => match frame {
+                Frame::Welcome(w) => self.on_welcome(index, client as usize, w),
+                Frame::Reject(reason) => self.on_reject(index, client as usize, reason),
+                Frame::Error(reason) => self.finish(index, reason, Lost::Failed),
+                Frame::GoAway(reason) => self.on_go_away(index, client as usize, reason),
+                other => self.violation(index, &other, "expected WELCOME"),
+            },
+            (Role::Client { client }, ConnState::Active) => {
+                let ci = client as usize;
+                let id = self.client_id(ci);
+                match frame {
+                    Frame::Ping(v) => self.queue_frame(index, &Frame::Pong(v)),
+                    Frame::Pong(v) => {
+                        let sent = Duration::from_micros(v);
+                        let now = self.now.saturating_duration_since(self.clock.origin());
+                        if let Some(rtt) = now.checked_sub(sent) {
+                            let k = &mut self.clients[ci];
+                            k.rtt_last = Some(rtt);
+                            k.rtt_total += rtt;
+                            k.rtt_count += 1;
+                            self.events.push_back(Event::Rtt { client: id, rtt });
+                        }
+                    }
+                    Frame::Data(payload) => self.events.push_back(Event::ClientData {
+                        client: id,
+                        payload,
+                    }),
+                    Frame::Message { id: mid, payload } => {
+                        if self.clients[ci].recv.accept(mid) {
+                            self.events.push_back(Event::ClientMessage {
+                                client: id,
+                                id: mid,
+                                payload,
+                            });
+                        }
+                        self.queue_frame(index, &Frame::Ack(mid));
+                    }
+                    Frame::Ack(mid) => {
+                        if self.clients[ci].send.ack(mid) {
+                            self.events.push_back(Event::Acked {
+                                client: id,
+                                id: mid,
+                            });
+                        }
+                    }
+                    Frame::GoAway(reason) => self.on_go_away(index, ci, reason),
+                    Frame::Error(reason) => self.finish(index, reason, Lost::Failed),
+                    other => self.violation(index, &other, "not allowed from a server"),
+                }
+            }
+            // Connecting: no bytes can arrive; Closing: filtered out in handle_read.
+            _ => {}
+        }
+    }
+
+    fn violation(&mut self, index: usize, frame: &Frame, why: &str) {
+        let reason = Reason {
+            code: Code::PROTOCOL_VIOLATION,
+            text: Text::from(format!("{} {why}", frame.kind())),
+        };
+        self.fail_with_error(index, reason);
+    }
+
+    fn on_hello(&mut self, index: usize, hello: Hello) {
+        let conn = self.id_of(index);
+        if hello.version != PROTOCOL_VERSION {
+            return self.reject(
+                index,
+                Reason::new(Code::UNSUPPORTED_VERSION, "supported: 1"),
+            );
+        }
+        if hello.identity.is_empty() {
+            return self.reject(index, Reason::new(Code::INVALID_IDENTITY, "empty identity"));
+        }
+        if let Some(hook) = self.hello_hook.as_mut() {
+            if let Err(reason) = hook(&hello) {
+                return self.reject(index, reason);
+            }
+        }
+        // One live session per identity: a newer login replaces the older one, but a stale
+        // reconnect of the same instance never evicts its own newer session.
+        let record = match self.by_identity.get(&hello.identity).copied() {
+            Some(r) => {
+                let rec = &self.records[r as usize];
+                let live = rec.conn.filter(|&c| self.live(c));
+                if let Some(old) = live {
+                    if rec.instance == hello.instance && hello.attempt <= rec.attempt {
+                        return self.reject(
+                            index,
+                            Reason::new(
+                                Code::STALE_SESSION,
+                                "a newer session of this client is live",
+                            ),
+                        );
+                    }
+                    info!("{old}: session of {} replaced by {conn}", hello.identity);
+                    self.go_away(
+                        old.index as usize,
+                        Reason::new(Code::REPLACED, "logged in elsewhere"),
+                    );
+                }
+                let rec = &mut self.records[r as usize];
+                if rec.instance != hello.instance {
+                    // Another client process: a fresh scope for ids both ways.
+                    rec.instance = hello.instance;
+                    rec.recv = RecvState::default();
+                    rec.send = SendQueue::new();
+                    rec.session = self.next_session;
+                    self.next_session += 1;
+                }
+                rec.attempt = hello.attempt;
+                rec.conn = Some(conn);
+                r
+            }
+            None => {
+                let session = self.next_session;
+                self.next_session += 1;
+                let r = self.records.insert(Record {
+                    identity: hello.identity.clone(),
+                    instance: hello.instance,
+                    attempt: hello.attempt,
+                    session,
+                    conn: Some(conn),
+                    recv: RecvState::default(),
+                    send: SendQueue::new(),
+                }) as u32;
+                self.by_identity.insert(hello.identity.clone(), r);
+                r
+            }
+        };
+        let session = self.records[record as usize].session;
+        let welcome = Welcome {
+            version: PROTOCOL_VERSION,
+            session,
+            ping_interval_ms: duration_ms(self.cfg.ping_interval),
+            idle_timeout_ms: duration_ms(self.cfg.idle_timeout),
+            max_frame_len: self.cfg.max_frame_len,
+        };
+        let c = &mut self.conns[index];
+        c.state = ConnState::Active;
+        c.role = Role::Server {
+            record: Some(record),
+        };
+        c.deadline = None;
+        self.rearm(index);
+        self.queue_frame(index, &Frame::Welcome(welcome));
+        let pending: Vec<(u64, Bytes)> =
+            self.records[record as usize].send.iter().cloned().collect();
+        for (id, payload) in pending {
+            self.queue_message(index, id, &payload);
+        }
+        debug!("{conn}: session {session} open for {}", hello.identity);
+        self.events.push_back(Event::SessionOpened {
+            conn,
+            identity: hello.identity,
+            instance: hello.instance,
+            session,
+        });
+    }
+
+    fn reject(&mut self, index: usize, reason: Reason) {
+        info!("{}: handshake refused: {reason}", self.id_of(index));
+        self.queue_frame(index, &Frame::Reject(reason.clone()));
+        self.linger(index, reason);
+    }
+
+    fn on_welcome(&mut self, index: usize, ci: usize, w: Welcome) {
+        let now = self.now;
+        let k = &mut self.clients[ci];
+        if k.session != Some(w.session) {
+            // A different server-side record: its message ids start over.
+            k.recv = RecvState::default();
+            k.session = Some(w.session);
+        }
+        k.state = ClientState::Active;
+        k.failures = 0;
+        k.active_since = Some(now);
+        k.sessions += 1;
+        let pending: Vec<(u64, Bytes)> = k.send.iter().cloned().collect();
+        let c = &mut self.conns[index];
+        c.state = ConnState::Active;
+        c.deadline = None;
+        self.rearm(index);
+        for (id, payload) in pending {
+            self.queue_message(index, id, &payload);
+        }
+        self.client_event(ci, ClientState::Active, None, None);
+    }
+
+    fn on_reject(&mut self, index: usize, ci: usize, reason: Reason) {
+        match reason.code {
+            // Retrying cannot help: stop and tell the application.
+            Code::AUTH_FAILED | Code::INVALID_IDENTITY | Code::UNSUPPORTED_VERSION => {
+                self.finish(index, reason.clone(), Lost::Quiet);
+                self.stop_client(ci, reason);
+            }
+            _ => self.finish(index, reason, Lost::Failed),
+        }
+    }
+
+    fn on_go_away(&mut self, index: usize, ci: usize, reason: Reason) {
+        if reason.code == Code::REPLACED {
+            self.finish(index, reason.clone(), Lost::Quiet);
+            self.stop_client(ci, reason);
+        } else {
+            self.finish(index, reason, Lost::Moved);
+        }
+    }
+
+    /// Sends ERROR and closes after flushing (bounded by the linger time).
+    fn fail_with_error(&mut self, index: usize, reason: Reason) {
+        warn!("{}: closing: {reason}", self.id_of(index));
+        self.queue_frame(index, &Frame::Error(reason.clone()));
+        self.linger(index, reason);
+    }
+
+    fn go_away(&mut self, index: usize, reason: Reason) {
+        info!("{}: going away: {reason}", self.id_of(index));
+        self.queue_frame(index, &Frame::GoAway(reason.clone()));
+        self.linger(index, reason);
+    }
+
+    /// Ends the session now and lets the connection live only to flush its last frames.
+    fn linger(&mut self, index: usize, reason: Reason) {
+        if !self.conns.contains(index) {
+            return; // dropped while queueing (outbound cap)
+        }
+        self.end_session(index, reason, Lost::Failed);
+        let deadline = self.after(self.cfg.close_linger);
+        let c = &mut self.conns[index];
+        c.state = ConnState::Closing;
+        c.deadline = Some(deadline);
+        c.inbuf = BytesMut::new();
+        if c.out.is_empty() {
+            self.release(index);
+        } else {
+            self.rearm(index);
+        }
+    }
+
+    /// Ends the session (if not yet) and forgets the connection at once.
+    fn finish(&mut self, index: usize, reason: Reason, lost: Lost) {
+        if self.conns[index].state != ConnState::Closing {
+            self.end_session(index, reason, lost);
+        }
+        self.release(index);
+    }
+
+    /// The session side of a close: events, the server's record, the client's next move.
+    fn end_session(&mut self, index: usize, reason: Reason, lost: Lost) {
+        let conn = self.id_of(index);
+        match self.conns[index].role {
+            Role::Server { record } => {
+                let identity = record.map(|r| {
+                    let rec = &mut self.records[r as usize];
+                    if rec.conn == Some(conn) {
+                        rec.conn = None;
+                    }
+                    rec.identity.clone()
+                });
+                if identity.is_some() {
+                    info!(
+                        "{conn}: session of {} closed: {reason}",
+                        identity.as_ref().map_or("", |t| t.as_str())
+                    );
+                }
+                self.events.push_back(Event::SessionClosed {
+                    conn,
+                    identity,
+                    reason,
+                });
+            }
+            Role::Client { client } => {
+                let ci = client as usize;
+                if self.clients[ci].conn == Some(conn) {
+                    self.clients[ci].conn = None;
+                    self.clients[ci].active_since = None;
+                    if lost != Lost::Quiet {
+                        self.reconnect_later(ci, reason, lost == Lost::Moved);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Frees the connection's slot and timer and tells the driver to close the socket.
+    fn release(&mut self, index: usize) {
+        let conn = self.id_of(index);
+        let mut c = self.conns.remove(index);
+        c.idle.disarm(&mut self.wheel);
+        self.io.push_back(Io::Close { conn });
+    }
+
+    fn on_conn_timer(&mut self, index: usize, key: TimerKey) {
+        let Some(c) = self.conns.get(index) else {
+            return;
+        };
+        if c.idle.key() != Some(key) {
+            return;
+        }
+        let idle = self.idle_cfg(index);
+        let tick = self.tick;
+        let c = &mut self.conns[index];
+        let due = c.deadline.filter(|d| d.is_at_or_before(tick));
+        let extra = if due.is_some() { None } else { c.deadline };
+        let events = c
+            .idle
+            .on_timer(&idle, &mut self.wheel, key, tick, index as u32, extra);
+        let (state, role) = (c.state, c.role);
+        if due.is_some() {
+            c.deadline = None;
+            match state {
+                ConnState::Connecting => {
+                    let reason = Reason::new(Code::NO_ERROR, "connect timed out");
+                    return self.finish(index, reason, Lost::Failed);
+                }
+                ConnState::AwaitHello => {
+                    return self.fail_with_error(
+                        index,
+                        Reason::new(Code::HANDSHAKE_TIMEOUT, "handshake not completed in time"),
+                    );
+                }
+                ConnState::AwaitWelcome => {
+                    let reason = Reason::new(Code::HANDSHAKE_TIMEOUT, "no WELCOME in time");
+                    return self.finish(index, reason, Lost::Failed);
+                }
+                ConnState::Closing => {
+                    debug!("{}: linger over, closing unflushed", self.id_of(index));
+                    return self.release(index);
+                }
+                ConnState::Active => {}
+            }
+        }
+        if events.is_empty() {
+            return;
+        }
+        match role {
+            Role::Server { .. } => {
+                if events.get(IdleKind::Read).is_some() {
+                    self.fail_with_error(
+                        index,
+                        Reason::new(Code::IDLE_TIMEOUT, "nothing read for the idle timeout"),
+                    );
+                }
+            }
+            Role::Client { .. } => {
+                let read = events.get(IdleKind::Read);
+                if read.is_some_and(|e| !e.first) {
+                    // Second read-idle period in a row: the server is gone, whatever our
+                    // writes say (they only prove the bytes reached our kernel).
+                    let reason =
+                        Reason::new(Code::IDLE_TIMEOUT, "server silent for two ping intervals");
+                    warn!("{}: {reason}", self.id_of(index));
+                    self.finish(index, reason, Lost::Failed);
+                } else {
+                    let stamp = self.now.saturating_duration_since(self.clock.origin());
+                    let stamp = u64::try_from(stamp.as_micros()).unwrap_or(u64::MAX);
+                    self.queue_frame(index, &Frame::Ping(stamp));
+                }
+            }
+        }
+    }
+
+    fn on_client_timer(&mut self, ci: usize, key: TimerKey) {
+        let Some(k) = self.clients.get_mut(ci) else {
+            return;
+        };
+        if k.timer != Some(key) {
+            return;
+        }
+        k.timer = None;
+        self.start_connect(ci);
+    }
+
+    fn start_connect(&mut self, ci: usize) {
+        let k = &self.clients[ci];
+        let Some(&addr) = k.servers.get(k.current) else {
+            return self.stop_client(ci, Reason::new(Code::INTERNAL_ERROR, "no servers"));
+        };
+        if self.conns.len() >= self.cfg.max_connections {
+            let reason = Reason::new(Code::SERVER_FULL, "local connection limit");
+            return self.reconnect_later(ci, reason, false);
+        }
+        let deadline = self.after(self.cfg.connect_timeout);
+        let index = self.new_conn(
+            ConnState::Connecting,
+            Role::Client { client: ci as u32 },
+            Some(deadline),
+        );
+        let conn = self.id_of(index);
+        let k = &mut self.clients[ci];
+        k.conn = Some(conn);
+        k.state = ClientState::Connecting;
+        self.io.push_back(Io::Connect { conn, addr });
+        self.client_event(ci, ClientState::Connecting, None, None);
+    }
+
+    /// Cools the lost server down, picks the next server and schedules the attempt: at
+    /// once after a GOAWAY, otherwise after a jittered, growing delay.
+    fn reconnect_later(&mut self, ci: usize, reason: Reason, at_once: bool) {
+        let tick = self.tick;
+        let cooldown = self.clock.ticks_for(self.cfg.server_cooldown);
+        let k = &mut self.clients[ci];
+        if let Some(slot) = k.cooldown_until.get_mut(k.current) {
+            *slot = Some(tick.wrapping_add(cooldown));
+        }
+        // The next server in the list that is not cooling down; if all are, the one whose
+        // cooldown ends first (the backoff delay then paces the retries).
+        let n = k.servers.len().max(1);
+        let cooling = |k: &Client, i: usize| match k.cooldown_until.get(i).copied().flatten() {
+            Some(until) if until.is_after(tick) => Some(until),
+            _ => None,
+        };
+        let order = (1..=n).map(|step| (k.current + step) % n);
+        k.current = match order.clone().find(|&i| cooling(k, i).is_none()) {
+            Some(i) => i,
+            None => order
+                .min_by_key(|&i| cooling(k, i).map_or(0, |u| u.since(tick)))
+                .unwrap_or(0),
+        };
+        let delay = if at_once {
+            Duration::ZERO
+        } else {
+            let d = self.cfg.backoff.delay(k.failures, &mut self.rng);
+            k.failures = k.failures.saturating_add(1);
+            d
+        };
+        k.state = ClientState::Backoff;
+        if let Some(old) = k.timer.take() {
+            self.wheel.cancel(old);
+        }
+        self.client_event(ci, ClientState::Backoff, Some(reason), Some(delay));
+        if delay.is_zero() {
+            // Moved by GOAWAY: not even a tick of delay.
+            self.start_connect(ci);
+        } else {
+            let at = self.after(delay);
+            self.clients[ci].timer = Some(self.wheel.insert(at, ci as u32 | CLIENT_TIMER));
+        }
+    }
+
+    fn stop_client(&mut self, ci: usize, reason: Reason) {
+        let id = self.client_id(ci);
+        if let Some(conn) = self.clients[ci].conn.take() {
+            if self.live(conn) {
+                self.finish(conn.index as usize, reason.clone(), Lost::Quiet);
+            }
+        }
+        let k = &mut self.clients[ci];
+        if let Some(t) = k.timer.take() {
+            self.wheel.cancel(t);
+        }
+        k.state = ClientState::Closed;
+        let failed: Vec<(u64, Bytes)> = k.send.drain().collect();
+        for (mid, payload) in failed {
+            self.events.push_back(Event::Failed {
+                client: id,
+                id: mid,
+                payload,
+            });
+        }
+        self.client_event(ci, ClientState::Closed, Some(reason), None);
+    }
+
+    fn client_event(
+        &mut self,
+        ci: usize,
+        state: ClientState,
+        reason: Option<Reason>,
+        retry_in: Option<Duration>,
+    ) {
+        let k = &self.clients[ci];
+        let server = k.servers.get(k.current).copied();
+        self.events.push_back(Event::ClientState {
+            client: self.client_id(ci),
+            state,
+            server,
+            reason,
+            retry_in,
+        });
+    }
+}
+
+/// How a connection loss bears on its client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lost {
+    /// The server failed or refused: cool it down and back off.
+    Failed,
+    /// The server asked us to move (GOAWAY): go to the next one at once.
+    Moved,
+    /// The client is stopping: no reconnect.
+    Quiet,
+}
+
+fn duration_ms(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_connection_state_is_small() {
+        // Slab slots add a discriminant to these; the wheel entry is 16 bytes more.
+        let conn = std::mem::size_of::<Conn>();
+        let record = std::mem::size_of::<Record>();
+        eprintln!("conn {conn} B, record {record} B");
+        assert!(conn <= 160, "{conn}");
+        assert!(record <= 160, "{record}");
+    }
+}

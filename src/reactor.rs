@@ -1,0 +1,517 @@
+//! The mio driver: one `mio::Poll` loop that moves bytes between real sockets and the
+//! [`Engine`], for listeners, accepted connections and outbound client connections alike.
+//!
+//! Per wake of the loop:
+//!
+//! 1. `epoll_wait` returns; the clock is read once.
+//! 2. Commands from other threads ([`Handle`]) run; listeners accept until `WouldBlock`;
+//!    readable sockets are read into one scratch buffer shared by every connection (a short
+//!    read means the socket is drained, so no extra `read` to see `EAGAIN`, as epoll(7)
+//!    suggests for edge-triggered mode); due timers run.
+//! 3. Everything the engine wants written is written straight away, one `write` per
+//!    connection per wake; what the kernel does not take waits for the writable edge.
+//!
+//! Sockets are registered once for both readable and writable edges, so interest never
+//! changes (no `epoll_ctl` per message). Tokens are the engine's slot indices; the engine's
+//! generation check drops what a reused slot's predecessor left behind.
+
+use crate::config::Config;
+use crate::engine::{ConnId, Engine, Event, Io};
+use log::{debug, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const WAKER: Token = Token(0);
+/// Tokens `1..=MAX_LISTENERS` are listeners; connection tokens start above them.
+const MAX_LISTENERS: usize = 1024;
+const CONN_BASE: usize = MAX_LISTENERS + 1;
+/// Reads per socket per wake, so one fast sender cannot starve the others.
+const READ_BUDGET: usize = 16;
+/// Size of the scratch buffer every socket is read into.
+const SCRATCH: usize = 64 * 1024;
+/// How long accepting pauses after the process ran out of file descriptors.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// What the loop calls with each application event.
+pub trait Handler {
+    /// One event, with the engine to act on (send, close, ...) and the loop's clock.
+    fn on_event(&mut self, engine: &mut Engine, event: Event, now: Instant);
+}
+
+impl<F: FnMut(&mut Engine, Event, Instant)> Handler for F {
+    fn on_event(&mut self, engine: &mut Engine, event: Event, now: Instant) {
+        self(engine, event, now)
+    }
+}
+
+/// Listener settings.
+#[derive(Clone, Copy, Debug)]
+pub struct ListenConfig {
+    /// Pending-connection queue length (`listen(2)` backlog). Default 1024: a reconnect
+    /// storm of thousands of clients must not overflow it (mio's own default is 128).
+    pub backlog: i32,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        ListenConfig { backlog: 1024 }
+    }
+}
+
+type Command = Box<dyn FnOnce(&mut Engine, Instant) + Send>;
+
+enum Cmd {
+    Run(Command),
+    Shutdown,
+}
+
+struct Shared {
+    waker: Waker,
+    queue: Mutex<VecDeque<Cmd>>,
+}
+
+/// Sends commands into a running loop from any thread.
+#[derive(Clone)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Handle {
+    /// Runs `f` on the loop thread with the engine, at the next wake.
+    pub fn run(&self, f: impl FnOnce(&mut Engine, Instant) + Send + 'static) -> io::Result<()> {
+        self.push(Cmd::Run(Box::new(f)))
+    }
+
+    /// Graceful shutdown: stop accepting, GOAWAY to every session, stop every client,
+    /// close each connection once flushed (bounded by the linger time); then
+    /// [`Reactor::run`] returns.
+    pub fn shutdown(&self) -> io::Result<()> {
+        self.push(Cmd::Shutdown)
+    }
+
+    fn push(&self, cmd: Cmd) -> io::Result<()> {
+        self.shared
+            .queue
+            .lock()
+            .map_err(|_| io::Error::other("reactor command queue poisoned"))?
+            .push_back(cmd);
+        self.shared.waker.wake()
+    }
+}
+
+struct Sock {
+    id: ConnId,
+    stream: TcpStream,
+    connecting: bool,
+}
+
+struct Listener {
+    inner: TcpListener,
+    addr: SocketAddr,
+}
+
+/// The event loop. See the [module docs](self).
+pub struct Reactor {
+    poll: Poll,
+    events: Events,
+    engine: Engine,
+    listeners: Vec<Option<Listener>>,
+    /// By engine slot index.
+    sockets: Vec<Option<Sock>>,
+    scratch: Vec<u8>,
+    shared: Arc<Shared>,
+    /// Connections whose read budget ran out with data possibly left.
+    again: Vec<ConnId>,
+    ready: Vec<(Token, bool, bool)>,
+    accept_paused_until: Option<Instant>,
+    stopping: bool,
+    now: Instant,
+}
+
+impl Reactor {
+    /// A loop with an engine using `cfg`; `seed` drives the reconnect jitter.
+    pub fn new(cfg: Config, seed: u64) -> io::Result<Reactor> {
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let now = Instant::now();
+        Ok(Reactor {
+            events: Events::with_capacity(1024),
+            engine: Engine::new(cfg, now, seed),
+            listeners: Vec::new(),
+            sockets: Vec::new(),
+            scratch: vec![0; SCRATCH],
+            shared: Arc::new(Shared {
+                waker,
+                queue: Mutex::new(VecDeque::new()),
+            }),
+            again: Vec::new(),
+            ready: Vec::new(),
+            accept_paused_until: None,
+            stopping: false,
+            now,
+            poll,
+        })
+    }
+
+    /// The engine, for setup (hooks, clients) before or between turns.
+    pub fn engine(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+
+    /// The loop's clock as of its last wake.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// A handle for other threads.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Binds a listener (with `SO_REUSEADDR` and the configured backlog) and returns the
+    /// address it got (useful with port 0).
+    pub fn listen(&mut self, addr: SocketAddr, cfg: ListenConfig) -> io::Result<SocketAddr> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        if self.listeners.len() >= MAX_LISTENERS {
+            return Err(io::Error::other("too many listeners"));
+        }
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(cfg.backlog)?;
+        let mut inner = TcpListener::from_std(socket.into());
+        let addr = inner.local_addr()?;
+        let token = Token(1 + self.listeners.len());
+        self.poll
+            .registry()
+            .register(&mut inner, token, Interest::READABLE)?;
+        self.listeners.push(Some(Listener { inner, addr }));
+        info!("listening on {addr}");
+        Ok(addr)
+    }
+
+    /// Runs until a [`Handle::shutdown`] has completed.
+    pub fn run(&mut self, handler: &mut impl Handler) -> io::Result<()> {
+        while !(self.stopping && self.engine.connections() == 0) {
+            self.turn(handler, None)?;
+        }
+        Ok(())
+    }
+
+    /// Whether a shutdown was requested.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping
+    }
+
+    /// One wake of the loop: waits for I/O, a command or a timer (at most `max_wait`),
+    /// then handles everything that is ready.
+    pub fn turn(
+        &mut self,
+        handler: &mut impl Handler,
+        max_wait: Option<Duration>,
+    ) -> io::Result<()> {
+        let mut timeout = self
+            .engine
+            .poll_timeout()
+            .map(|t| t.saturating_duration_since(self.now));
+        if let Some(resume) = self.accept_paused_until {
+            let wait = resume.saturating_duration_since(self.now);
+            timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
+        }
+        if let Some(cap) = max_wait {
+            timeout = Some(timeout.map_or(cap, |t| t.min(cap)));
+        }
+        if !self.again.is_empty() {
+            timeout = Some(Duration::ZERO);
+        }
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        // The one clock read of this wake.
+        let now = Instant::now();
+        self.now = now;
+
+        self.ready.clear();
+        for ev in self.events.iter() {
+            let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+            let writable = ev.is_writable() || ev.is_write_closed();
+            self.ready.push((ev.token(), readable, writable));
+        }
+        let mut wake = false;
+        for i in 0..self.ready.len() {
+            let (token, readable, writable) = self.ready[i];
+            match token.0 {
+                0 => wake = true,
+                t if t < CONN_BASE => self.accept(t - 1),
+                t => self.on_socket(t - CONN_BASE, readable, writable),
+            }
+        }
+        if wake {
+            self.run_commands();
+        }
+        for id in std::mem::take(&mut self.again) {
+            self.read(id);
+        }
+        if self.accept_paused_until.is_some_and(|resume| resume <= now) {
+            self.accept_paused_until = None;
+            for i in 0..self.listeners.len() {
+                self.accept(i);
+            }
+        }
+        self.engine.handle_timeout(now);
+        self.drain(handler);
+        Ok(())
+    }
+
+    fn run_commands(&mut self) {
+        loop {
+            let cmd = match self.shared.queue.lock() {
+                Ok(mut q) => q.pop_front(),
+                Err(_) => None,
+            };
+            match cmd {
+                Some(Cmd::Run(f)) => f(&mut self.engine, self.now),
+                Some(Cmd::Shutdown) => self.begin_shutdown(),
+                None => break,
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.stopping {
+            return;
+        }
+        info!("shutting down");
+        self.stopping = true;
+        for l in self.listeners.iter_mut() {
+            if let Some(mut l) = l.take() {
+                let _ = self.poll.registry().deregister(&mut l.inner);
+                debug!("closed listener {}", l.addr);
+            }
+        }
+        self.engine.shutdown(self.now);
+    }
+
+    /// Moves the engine's outputs to the sockets and the handler until nothing is left.
+    fn drain(&mut self, handler: &mut impl Handler) {
+        loop {
+            let mut busy = false;
+            while let Some(io) = self.engine.poll_io() {
+                busy = true;
+                match io {
+                    Io::Connect { conn, addr } => self.connect(conn, addr),
+                    Io::Close { conn } => self.drop_socket(conn),
+                }
+            }
+            while let Some(conn) = self.engine.poll_transmit() {
+                busy = true;
+                self.write(conn);
+            }
+            while let Some(event) = self.engine.poll_event() {
+                busy = true;
+                handler.on_event(&mut self.engine, event, self.now);
+            }
+            if !busy {
+                break;
+            }
+        }
+    }
+
+    fn accept(&mut self, listener: usize) {
+        if self.stopping || self.accept_paused_until.is_some() {
+            return;
+        }
+        loop {
+            let Some(Some(l)) = self.listeners.get(listener) else {
+                return;
+            };
+            match l.inner.accept() {
+                Ok((stream, peer)) => {
+                    let conn = match self.engine.handle_accept(self.now) {
+                        Ok(conn) => conn,
+                        Err(reason) => {
+                            debug!("refused {peer}: {reason}");
+                            continue; // dropping the stream closes it
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    if let Err(e) = self.add_socket(conn, stream, false) {
+                        warn!("cannot register {peer}: {e}");
+                        self.engine.handle_closed(conn, self.now);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_fd_exhaustion(&e) => {
+                    // Accepting again at once would spin: the pending connection stays
+                    // queued until a descriptor frees up.
+                    warn!("accept paused for {ACCEPT_PAUSE:?}: {e}");
+                    self.accept_paused_until = Some(self.now + ACCEPT_PAUSE);
+                    return;
+                }
+                Err(e) => {
+                    // Per-connection failures (e.g. ECONNABORTED): skip that one.
+                    debug!("accept: {e}");
+                }
+            }
+        }
+    }
+
+    fn connect(&mut self, conn: ConnId, addr: SocketAddr) {
+        let result =
+            TcpStream::connect(addr).and_then(|stream| self.add_socket(conn, stream, true));
+        if let Err(e) = result {
+            debug!("{conn}: connect to {addr}: {e}");
+            self.engine.handle_connect_failed(conn, self.now);
+            if is_fd_exhaustion(&e) {
+                warn!("connect to {addr}: {e}");
+            }
+        }
+    }
+
+    fn add_socket(
+        &mut self,
+        id: ConnId,
+        mut stream: TcpStream,
+        connecting: bool,
+    ) -> io::Result<()> {
+        let index = id.index();
+        if self.sockets.len() <= index {
+            self.sockets.resize_with(index + 1, || None);
+        }
+        // A socket still in the slot belongs to a connection the engine has released;
+        // its close is queued. Closing it now keeps the slot for the new one.
+        self.sockets[index] = None;
+        self.poll.registry().register(
+            &mut stream,
+            Token(CONN_BASE + index),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        self.sockets[index] = Some(Sock {
+            id,
+            stream,
+            connecting,
+        });
+        Ok(())
+    }
+
+    fn drop_socket(&mut self, conn: ConnId) {
+        if let Some(slot) = self.sockets.get_mut(conn.index()) {
+            if slot.as_ref().is_some_and(|s| s.id == conn) {
+                // Closing the descriptor also removes it from the epoll set.
+                *slot = None;
+            }
+        }
+    }
+
+    fn on_socket(&mut self, index: usize, readable: bool, writable: bool) {
+        let Some(Some(sock)) = self.sockets.get_mut(index) else {
+            return;
+        };
+        let id = sock.id;
+        if sock.connecting {
+            if !(readable || writable) {
+                return;
+            }
+            match sock.stream.take_error() {
+                Ok(None) => {}
+                Ok(Some(e)) | Err(e) => {
+                    debug!("{id}: connect failed: {e}");
+                    self.sockets[index] = None;
+                    return self.engine.handle_connect_failed(id, self.now);
+                }
+            }
+            match sock.stream.peer_addr() {
+                Ok(_) => {
+                    sock.connecting = false;
+                    let _ = sock.stream.set_nodelay(true);
+                    self.engine.handle_connected(id, self.now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(e) => {
+                    debug!("{id}: connect failed: {e}");
+                    self.sockets[index] = None;
+                    return self.engine.handle_connect_failed(id, self.now);
+                }
+            }
+        }
+        if readable {
+            self.read(id);
+        }
+        if writable {
+            self.write(id);
+        }
+    }
+
+    fn read(&mut self, id: ConnId) {
+        for _ in 0..READ_BUDGET {
+            let Some(Some(sock)) = self.sockets.get_mut(id.index()) else {
+                return;
+            };
+            if sock.id != id {
+                return;
+            }
+            match sock.stream.read(&mut self.scratch) {
+                Ok(0) => {
+                    self.sockets[id.index()] = None;
+                    return self.engine.handle_closed(id, self.now);
+                }
+                Ok(n) => {
+                    self.engine.handle_read(id, &self.scratch[..n], self.now);
+                    if n < self.scratch.len() {
+                        return; // a short read: the socket is drained
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!("{id}: read: {e}");
+                    self.sockets[id.index()] = None;
+                    return self.engine.handle_closed(id, self.now);
+                }
+            }
+        }
+        self.again.push(id);
+    }
+
+    fn write(&mut self, id: ConnId) {
+        let Some(Some(sock)) = self.sockets.get_mut(id.index()) else {
+            return;
+        };
+        if sock.id != id || sock.connecting {
+            return;
+        }
+        let out = self.engine.outbound(id);
+        if out.is_empty() {
+            return;
+        }
+        loop {
+            match sock.stream.write(out) {
+                Ok(n) => return self.engine.handle_sent(id, n, self.now),
+                // The rest goes out on the writable edge.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!("{id}: write: {e}");
+                    self.sockets[id.index()] = None;
+                    return self.engine.handle_closed(id, self.now);
+                }
+            }
+        }
+    }
+}
+
+fn is_fd_exhaustion(e: &io::Error) -> bool {
+    // EMFILE (per process) and ENFILE (system wide).
+    matches!(e.raw_os_error(), Some(24) | Some(23))
+}

@@ -1,0 +1,696 @@
+//! A deterministic simulation driver: engines joined by in-memory pipes on a virtual
+//! clock, with seeded faults.
+//!
+//! It drives the very [`Engine`] code the socket reactor drives, through the same
+//! `handle_*` / `poll_*` calls, so tests and benchmarks of 100k connections or of a server
+//! dying mid-stream exercise production code. The same seed gives the same run.
+//!
+//! The network model, per direction of each link: bytes leave the sender's outbound buffer
+//! only while the receiver's window (bytes in flight plus bytes it has not read) has room,
+//! travel for a delay drawn from the configured range (order is kept), and arrive in one
+//! piece per write. Faults:
+//!
+//! - [`Sim::stall`]: a link silently stops carrying bytes both ways, with no FIN (half-open);
+//! - [`Sim::reset`]: both ends see the connection fail;
+//! - [`Sim::partition`]: no bytes and no new connections between two nodes;
+//! - [`Sim::kill`]: a node dies; its peers see their connections reset, and connecting to
+//!   its address is refused;
+//! - [`Sim::refuse`]: a live node's listener refuses connections;
+//! - a raw peer ([`Sim::raw_connect`]) that writes what the test wants and reads only when
+//!   told to (a slow reader, a silent or hostile client).
+
+use crate::backoff::Rng;
+use crate::config::Config;
+use crate::engine::{ConnId, Engine, Event, Io};
+use bytes::{Buf, BytesMut};
+use hashbrown::HashMap;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Names a node (an engine) of the simulation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NodeId(usize);
+
+/// Names a raw peer connection of the simulation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RawId(usize);
+
+/// Names a link (one TCP connection) of the simulation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LinkId(usize);
+
+/// Settings of the simulated network.
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    /// One-way delay range; each write draws from it, order is kept.
+    pub delay: (Duration, Duration),
+    /// Per-direction window: bytes in flight plus bytes the receiver has not read.
+    pub window: usize,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig {
+            delay: (Duration::from_micros(50), Duration::from_micros(500)),
+            window: 256 * 1024,
+        }
+    }
+}
+
+struct Node {
+    engine: Engine,
+    listen: Option<SocketAddr>,
+    alive: bool,
+    refusing: bool,
+    events: Vec<Event>,
+    /// Link ends of this node's connections.
+    ends: HashMap<ConnId, (LinkId, usize)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    Engine { node: usize, conn: ConnId },
+    Raw { raw: usize },
+}
+
+struct Link {
+    ends: [End; 2],
+    /// Per direction (0: from ends[0] to ends[1]): bytes counted against the window.
+    used: [usize; 2],
+    /// Per direction: when the last write arrives, to keep order.
+    last_arrival: [Instant; 2],
+    stalled: bool,
+}
+
+struct Raw {
+    link: Option<LinkId>,
+    /// Bytes delivered and not yet read.
+    unread: BytesMut,
+    /// Bytes read so far.
+    received: Vec<u8>,
+    reading: bool,
+    closed: bool,
+}
+
+#[derive(Debug)]
+enum Action {
+    /// Bytes arrive at the receiving end of `dir`.
+    Deliver {
+        link: usize,
+        dir: usize,
+        bytes: BytesMut,
+    },
+    /// The sender of `dir` closed: the receiver sees EOF after all earlier bytes.
+    Fin { link: usize, dir: usize },
+    /// A connection attempt reaches its listener.
+    Connect {
+        from: usize,
+        conn: ConnId,
+        to: usize,
+    },
+    /// A connection attempt fails.
+    Refused { from: usize, conn: ConnId },
+}
+
+/// The simulation. See the [module docs](self).
+pub struct Sim {
+    now: Instant,
+    rng: Rng,
+    net: NetConfig,
+    nodes: Vec<Node>,
+    /// Keyed by a counter that never repeats, so a late action for a closed link cannot
+    /// touch a newer one.
+    links: HashMap<usize, Link>,
+    next_link: usize,
+    raws: Vec<Raw>,
+    partitions: Vec<(usize, usize)>,
+    queue: BinaryHeap<Reverse<(Instant, u64)>>,
+    actions: HashMap<u64, Action>,
+    seq: u64,
+    /// Engine ends with output the window did not let out yet.
+    blocked: Vec<(usize, ConnId)>,
+    /// Connections opened, per node, for tests that check reconnect spreading.
+    accepts: Vec<(Instant, usize)>,
+}
+
+impl Sim {
+    /// An empty simulation whose clock starts at `start`.
+    pub fn new(seed: u64, start: Instant, net: NetConfig) -> Sim {
+        Sim {
+            now: start,
+            rng: Rng::new(seed),
+            net,
+            nodes: Vec::new(),
+            links: HashMap::new(),
+            next_link: 0,
+            raws: Vec::new(),
+            partitions: Vec::new(),
+            queue: BinaryHeap::new(),
+            actions: HashMap::new(),
+            seq: 0,
+            blocked: Vec::new(),
+            accepts: Vec::new(),
+        }
+    }
+
+    /// The virtual time.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Adds an engine, listening on `listen` if given. Its jitter is seeded from the
+    /// simulation's generator.
+    pub fn add_node(&mut self, cfg: Config, listen: Option<SocketAddr>) -> NodeId {
+        let seed = self.rng.next_u64();
+        self.nodes.push(Node {
+            engine: Engine::new(cfg, self.now, seed),
+            listen,
+            alive: true,
+            refusing: false,
+            events: Vec::new(),
+            ends: HashMap::new(),
+        });
+        NodeId(self.nodes.len() - 1)
+    }
+
+    /// The node's engine, for application commands. Its outputs are collected at the next
+    /// step of the simulation.
+    pub fn engine(&mut self, node: NodeId) -> &mut Engine {
+        &mut self.nodes[node.0].engine
+    }
+
+    /// Takes the events the node's engine produced so far.
+    pub fn take_events(&mut self, node: NodeId) -> Vec<Event> {
+        std::mem::take(&mut self.nodes[node.0].events)
+    }
+
+    /// Events produced so far, without taking them.
+    pub fn events(&self, node: NodeId) -> &[Event] {
+        &self.nodes[node.0].events
+    }
+
+    /// Accepted connections so far: when, and by which node.
+    pub fn accepts(&self) -> &[(Instant, usize)] {
+        &self.accepts
+    }
+
+    /// Whether the node is alive.
+    pub fn is_alive(&self, node: NodeId) -> bool {
+        self.nodes[node.0].alive
+    }
+
+    // ------------------------------------------------------------- faults
+
+    /// The link carrying the node's connection `conn`, if any.
+    pub fn link_of(&self, node: NodeId, conn: ConnId) -> Option<LinkId> {
+        self.nodes[node.0].ends.get(&conn).map(|&(l, _)| l)
+    }
+
+    /// Links of a node, in creation order.
+    pub fn links_of(&self, node: NodeId) -> Vec<LinkId> {
+        let mut v: Vec<LinkId> = self.nodes[node.0].ends.values().map(|&(l, _)| l).collect();
+        v.sort_by_key(|l| l.0);
+        v
+    }
+
+    /// The link silently stops carrying bytes both ways; neither end is told (half-open).
+    pub fn stall(&mut self, link: LinkId) {
+        if let Some(l) = self.links.get_mut(&link.0) {
+            l.stalled = true;
+        }
+    }
+
+    /// Every link of the node stalls, and so do its future connections' handshakes: a
+    /// machine that vanished from the network without closing anything.
+    pub fn stall_node(&mut self, node: NodeId) {
+        for l in self.links_of(node) {
+            self.stall(l);
+        }
+        for other in 0..self.nodes.len() {
+            if other != node.0 {
+                self.partition(node, NodeId(other));
+            }
+        }
+    }
+
+    /// Both ends see the connection fail at once.
+    pub fn reset(&mut self, link: LinkId) {
+        let Some(l) = self.links.remove(&link.0) else {
+            return;
+        };
+        for end in l.ends {
+            self.end_closed(end);
+        }
+    }
+
+    /// No bytes and no new connections between `a` and `b` (both ways) until healed.
+    pub fn partition(&mut self, a: NodeId, b: NodeId) {
+        self.partitions.push((a.0, b.0));
+        let stalled: Vec<usize> = self
+            .links
+            .iter()
+            .filter(|(_, l)| self.between(l, a.0, b.0))
+            .map(|(&i, _)| i)
+            .collect();
+        for i in stalled {
+            if let Some(l) = self.links.get_mut(&i) {
+                l.stalled = true;
+            }
+        }
+    }
+
+    /// Removes every partition (stalled links stay stalled: TCP would have given up).
+    pub fn heal(&mut self) {
+        self.partitions.clear();
+    }
+
+    /// Kills the node like `kill -9`: its kernel resets every connection (peers see them
+    /// fail), its listener is gone (connects are refused), and it never runs again.
+    pub fn kill(&mut self, node: NodeId) {
+        self.nodes[node.0].alive = false;
+        // In link order, so that the same seed gives the same run.
+        for l in self.links_of(node) {
+            let Some(link) = self.links.remove(&l.0) else {
+                continue;
+            };
+            for end in link.ends {
+                match end {
+                    End::Engine { node: n, .. } if n == node.0 => {}
+                    other => self.end_closed(other),
+                }
+            }
+        }
+        self.nodes[node.0].ends.clear();
+    }
+
+    /// Makes a live node's listener refuse (or accept again).
+    pub fn refuse(&mut self, node: NodeId, refusing: bool) {
+        self.nodes[node.0].refusing = refusing;
+    }
+
+    // ------------------------------------------------------------- raw peers
+
+    /// Opens a raw connection to `addr`: the test writes bytes with [`Sim::raw_send`] and
+    /// reads what arrived with [`Sim::raw_received`]. It reads only while
+    /// [`Sim::raw_set_reading`] says so (default: reading).
+    pub fn raw_connect(&mut self, addr: SocketAddr) -> RawId {
+        let raw = self.raws.len();
+        self.raws.push(Raw {
+            link: None,
+            unread: BytesMut::new(),
+            received: Vec::new(),
+            reading: true,
+            closed: false,
+        });
+        let target = self
+            .nodes
+            .iter()
+            .position(|n| n.alive && !n.refusing && n.listen == Some(addr));
+        match target.map(|t| (t, self.nodes[t].engine.handle_accept(self.now))) {
+            Some((t, Ok(conn))) => {
+                self.accepts.push((self.now, t));
+                let link = self.new_link(Link {
+                    ends: [End::Raw { raw }, End::Engine { node: t, conn }],
+                    used: [0, 0],
+                    last_arrival: [self.now; 2],
+                    stalled: false,
+                });
+                self.nodes[t].ends.insert(conn, (LinkId(link), 1));
+                self.raws[raw].link = Some(LinkId(link));
+            }
+            _ => self.raws[raw].closed = true,
+        }
+        self.pump();
+        RawId(raw)
+    }
+
+    /// Writes bytes from a raw peer (dropped if its connection is closed).
+    pub fn raw_send(&mut self, raw: RawId, bytes: &[u8]) {
+        if let Some(link) = self.raws[raw.0].link {
+            if self.links.contains_key(&link.0) {
+                self.send_on(link.0, 0, BytesMut::from(bytes));
+            }
+        }
+    }
+
+    /// Closes a raw peer's connection (FIN).
+    pub fn raw_close(&mut self, raw: RawId) {
+        if let Some(link) = self.raws[raw.0].link.take() {
+            if self.links.contains_key(&link.0) {
+                self.schedule_fin(link.0, 0);
+            }
+        }
+        self.raws[raw.0].closed = true;
+    }
+
+    /// Whether the raw peer reads what arrives.
+    pub fn raw_set_reading(&mut self, raw: RawId, reading: bool) {
+        self.raws[raw.0].reading = reading;
+        if reading {
+            self.raw_read(raw.0);
+        }
+    }
+
+    /// Bytes the raw peer has read so far.
+    pub fn raw_received(&self, raw: RawId) -> &[u8] {
+        &self.raws[raw.0].received
+    }
+
+    /// Whether the raw peer's connection was closed (by either side).
+    pub fn raw_closed(&self, raw: RawId) -> bool {
+        self.raws[raw.0].closed
+    }
+
+    // ------------------------------------------------------------- running
+
+    /// Runs until the virtual clock reaches `now + d`.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        self.run_until_time(end);
+    }
+
+    /// Runs until `done` holds (checked after every step) or `limit` of virtual time
+    /// passes; returns whether `done` held.
+    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&mut Sim) -> bool) -> bool {
+        let end = self.now + limit;
+        self.pump();
+        loop {
+            if done(self) {
+                return true;
+            }
+            match self.next_time() {
+                Some(t) if t <= end => self.step(t),
+                _ => {
+                    self.now = self.now.max(end);
+                    return done(self);
+                }
+            }
+        }
+    }
+
+    fn run_until_time(&mut self, end: Instant) {
+        self.pump();
+        while let Some(t) = self.next_time().filter(|&t| t <= end) {
+            self.step(t);
+        }
+        self.now = self.now.max(end);
+        // Timers due exactly at `end` run now.
+        self.step(self.now);
+    }
+
+    fn next_time(&self) -> Option<Instant> {
+        let net = self.queue.peek().map(|Reverse((t, _))| *t);
+        let timers = self
+            .nodes
+            .iter()
+            .filter(|n| n.alive)
+            .filter_map(|n| n.engine.poll_timeout())
+            .min();
+        match (net, timers) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn step(&mut self, t: Instant) {
+        self.now = self.now.max(t);
+        while let Some(Reverse((at, seq))) = self.queue.peek().copied() {
+            if at > self.now {
+                break;
+            }
+            self.queue.pop();
+            if let Some(action) = self.actions.remove(&seq) {
+                self.apply(action);
+            }
+        }
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].alive {
+                self.nodes[i].engine.handle_timeout(self.now);
+            }
+        }
+        self.pump();
+    }
+
+    fn new_link(&mut self, link: Link) -> usize {
+        let id = self.next_link;
+        self.next_link += 1;
+        self.links.insert(id, link);
+        id
+    }
+
+    fn schedule(&mut self, at: Instant, action: Action) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq)));
+        self.actions.insert(self.seq, action);
+    }
+
+    fn delay(&mut self) -> Duration {
+        let (lo, hi) = self.net.delay;
+        let span = u64::try_from(hi.saturating_sub(lo).as_nanos()).unwrap_or(u64::MAX);
+        lo + Duration::from_nanos(self.rng.up_to(span))
+    }
+
+    fn between(&self, l: &Link, a: usize, b: usize) -> bool {
+        let nodes: Vec<usize> = l
+            .ends
+            .iter()
+            .filter_map(|e| match e {
+                End::Engine { node, .. } => Some(*node),
+                End::Raw { .. } => None,
+            })
+            .collect();
+        nodes.contains(&a) && nodes.contains(&b)
+    }
+
+    fn partitioned(&self, a: usize, b: usize) -> bool {
+        self.partitions
+            .iter()
+            .any(|&(x, y)| (x, y) == (a, b) || (y, x) == (a, b))
+    }
+
+    /// Moves every engine's outputs into the network until nothing is left to move.
+    fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            for i in 0..self.nodes.len() {
+                if !self.nodes[i].alive {
+                    continue;
+                }
+                while let Some(io) = self.nodes[i].engine.poll_io() {
+                    moved = true;
+                    self.on_io(i, io);
+                }
+                while let Some(conn) = self.nodes[i].engine.poll_transmit() {
+                    moved = true;
+                    self.transmit(i, conn);
+                }
+                let n = &mut self.nodes[i];
+                while let Some(e) = n.engine.poll_event() {
+                    n.events.push(e);
+                }
+            }
+            let blocked = std::mem::take(&mut self.blocked);
+            for (node, conn) in blocked {
+                if self.nodes[node].alive {
+                    self.transmit(node, conn);
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn on_io(&mut self, node: usize, io: Io) {
+        match io {
+            Io::Connect { conn, addr } => {
+                let target = self
+                    .nodes
+                    .iter()
+                    .position(|n| n.listen == Some(addr) && n.alive);
+                let at = self.now + self.delay() + self.delay();
+                match target {
+                    Some(t) if self.partitioned(node, t) => {} // SYN lost: the engine times out
+                    Some(t) if !self.nodes[t].refusing => self.schedule(
+                        at,
+                        Action::Connect {
+                            from: node,
+                            conn,
+                            to: t,
+                        },
+                    ),
+                    _ => self.schedule(at, Action::Refused { from: node, conn }),
+                }
+            }
+            Io::Close { conn } => {
+                if let Some((link, side)) = self.nodes[node].ends.remove(&conn) {
+                    if self.links.contains_key(&link.0) {
+                        self.schedule_fin(link.0, side);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves as much of the connection's output into the link as its window allows.
+    fn transmit(&mut self, node: usize, conn: ConnId) {
+        let Some(&(link, side)) = self.nodes[node].ends.get(&conn) else {
+            // Not connected (yet, or any more): the bytes have nowhere to go.
+            return;
+        };
+        let Some(l) = self.links.get(&link.0) else {
+            return;
+        };
+        let room = self.net.window.saturating_sub(l.used[side]);
+        let out = self.nodes[node].engine.outbound(conn);
+        let n = out.len().min(room);
+        if n > 0 {
+            let bytes = BytesMut::from(&out[..n]);
+            self.nodes[node].engine.handle_sent(conn, n, self.now);
+            self.send_on(link.0, side, bytes);
+        }
+        if !self.nodes[node].engine.outbound(conn).is_empty() {
+            self.blocked.push((node, conn));
+        }
+    }
+
+    fn send_on(&mut self, link: usize, dir: usize, bytes: BytesMut) {
+        let delay = self.delay();
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        if l.stalled {
+            // The bytes left the sender's kernel and vanish: the sender cannot tell.
+            return;
+        }
+        l.used[dir] += bytes.len();
+        let at = (self.now + delay).max(l.last_arrival[dir]);
+        l.last_arrival[dir] = at;
+        self.schedule(at, Action::Deliver { link, dir, bytes });
+    }
+
+    fn schedule_fin(&mut self, link: usize, dir: usize) {
+        let delay = self.delay();
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        if l.stalled {
+            return;
+        }
+        let at = (self.now + delay).max(l.last_arrival[dir]);
+        l.last_arrival[dir] = at;
+        self.schedule(at, Action::Fin { link, dir });
+    }
+
+    fn apply(&mut self, action: Action) {
+        match action {
+            Action::Deliver { link, dir, bytes } => {
+                let Some(l) = self.links.get_mut(&link) else {
+                    return;
+                };
+                if l.stalled {
+                    return;
+                }
+                let to = l.ends[1 - dir];
+                match to {
+                    End::Engine { node, conn } => {
+                        l.used[dir] -= bytes.len();
+                        if self.nodes[node].alive {
+                            self.nodes[node].engine.handle_read(conn, &bytes, self.now);
+                        }
+                    }
+                    End::Raw { raw } => {
+                        self.raws[raw].unread.extend_from_slice(&bytes);
+                        self.raw_read(raw);
+                    }
+                }
+            }
+            Action::Fin { link, dir } => {
+                let Some(l) = self.links.remove(&link) else {
+                    return;
+                };
+                // TCP would deliver the FIN one way; both our ends treat it as the end.
+                for (i, end) in l.ends.into_iter().enumerate() {
+                    if i != dir {
+                        self.end_closed(end);
+                    } else if let End::Engine { node, conn } = end {
+                        self.nodes[node].ends.remove(&conn);
+                    } else if let End::Raw { raw } = end {
+                        self.raws[raw].link = None;
+                        self.raws[raw].closed = true;
+                    }
+                }
+            }
+            Action::Connect { from, conn, to } => {
+                if !self.nodes[from].alive {
+                    return;
+                }
+                let accepted = if self.nodes[to].alive && !self.nodes[to].refusing {
+                    self.nodes[to].engine.handle_accept(self.now).ok()
+                } else {
+                    None
+                };
+                let Some(server) = accepted else {
+                    return self.nodes[from]
+                        .engine
+                        .handle_connect_failed(conn, self.now);
+                };
+                self.accepts.push((self.now, to));
+                let link = self.new_link(Link {
+                    ends: [
+                        End::Engine { node: from, conn },
+                        End::Engine {
+                            node: to,
+                            conn: server,
+                        },
+                    ],
+                    used: [0, 0],
+                    last_arrival: [self.now; 2],
+                    stalled: false,
+                });
+                self.nodes[from].ends.insert(conn, (LinkId(link), 0));
+                self.nodes[to].ends.insert(server, (LinkId(link), 1));
+                self.nodes[from].engine.handle_connected(conn, self.now);
+            }
+            Action::Refused { from, conn } => {
+                if self.nodes[from].alive {
+                    self.nodes[from]
+                        .engine
+                        .handle_connect_failed(conn, self.now);
+                }
+            }
+        }
+    }
+
+    fn end_closed(&mut self, end: End) {
+        match end {
+            End::Engine { node, conn } => {
+                self.nodes[node].ends.remove(&conn);
+                if self.nodes[node].alive {
+                    self.nodes[node].engine.handle_closed(conn, self.now);
+                }
+            }
+            End::Raw { raw } => {
+                self.raws[raw].link = None;
+                self.raws[raw].closed = true;
+            }
+        }
+    }
+
+    fn raw_read(&mut self, raw: usize) {
+        let r = &mut self.raws[raw];
+        if !r.reading || r.unread.is_empty() {
+            return;
+        }
+        let n = r.unread.len();
+        r.received.extend_from_slice(&r.unread);
+        r.unread.advance(n);
+        if let Some(link) = r.link {
+            if let Some(l) = self.links.get_mut(&link.0) {
+                l.used[1] = l.used[1].saturating_sub(n);
+            }
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! The reactor over real loopback sockets: echo through many connections, heartbeats and
+//! idle drops with short real timeouts, connect failure and failover, graceful shutdown.
+//! Every wait is bounded; nothing sleeps and hopes.
+
+use bytes::Bytes;
+use liveline::config::Config;
+use liveline::engine::{ClientConfig, ClientState, Engine, Event};
+use liveline::frame::{Code, Frame, Text};
+use liveline::reactor::{Handle, ListenConfig, Reactor};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn fast_config() -> Config {
+    Config {
+        tick: Duration::from_millis(5),
+        ping_interval: Duration::from_millis(100),
+        idle_timeout: Duration::from_millis(400),
+        handshake_timeout: Duration::from_millis(500),
+        ..Config::default()
+    }
+}
+
+struct Server {
+    addr: SocketAddr,
+    handle: Handle,
+    events: mpsc::Receiver<Event>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// A server on an ephemeral loopback port that echoes each reliable message back as
+    /// DATA, reporting every event.
+    fn start(cfg: Config) -> Server {
+        let (tx, events) = mpsc::channel();
+        let (addr_tx, addr_rx) = mpsc::channel();
+        let thread = thread::spawn(move || {
+            let mut reactor = Reactor::new(cfg, 1).unwrap();
+            let addr = reactor
+                .listen("127.0.0.1:0".parse().unwrap(), ListenConfig::default())
+                .unwrap();
+            addr_tx.send((addr, reactor.handle())).unwrap();
+            let mut handler = |engine: &mut Engine, event: Event, _now: Instant| {
+                if let Event::Message { conn, payload, .. } = &event {
+                    let _ = engine.send_data(*conn, payload);
+                }
+                let _ = tx.send(event);
+            };
+            reactor.run(&mut handler).unwrap();
+        });
+        let (addr, handle) = addr_rx.recv().unwrap();
+        Server {
+            addr,
+            handle,
+            events,
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits (bounded) for an event matching `f`.
+    fn wait_for(&self, mut f: impl FnMut(&Event) -> bool) -> Event {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(e) if f(&e) => return e,
+                Ok(_) => {}
+                Err(_) => panic!("no such event within {LIMIT:?}"),
+            }
+        }
+    }
+
+    fn stop(mut self) {
+        self.handle.shutdown().unwrap();
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+/// A client-side reactor driven on the test thread.
+struct Clients {
+    reactor: Reactor,
+    events: Vec<Event>,
+}
+
+impl Clients {
+    fn new(cfg: Config) -> Clients {
+        Clients {
+            reactor: Reactor::new(cfg, 7).unwrap(),
+            events: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, name: &str, servers: Vec<SocketAddr>) -> liveline::engine::ClientId {
+        let now = self.reactor.now().max(Instant::now());
+        self.reactor.engine().add_client(
+            ClientConfig {
+                identity: Text::from(name.to_string()),
+                token: Bytes::new(),
+                servers,
+                instance: None,
+            },
+            now,
+        )
+    }
+
+    /// Turns the loop until `done` holds; panics after the limit.
+    fn until(&mut self, mut done: impl FnMut(&mut Engine, &[Event]) -> bool) {
+        let deadline = Instant::now() + LIMIT;
+        let mut events = std::mem::take(&mut self.events);
+        while !done(self.reactor.engine(), &events) {
+            assert!(
+                Instant::now() < deadline,
+                "condition not met within {LIMIT:?}"
+            );
+            let mut handler = |_: &mut Engine, e: Event, _: Instant| events.push(e);
+            self.reactor
+                .turn(&mut handler, Some(Duration::from_millis(50)))
+                .unwrap();
+        }
+        self.events = events;
+    }
+}
+
+fn is_active(engine: &mut Engine, c: liveline::engine::ClientId) -> bool {
+    engine
+        .client_info(c)
+        .is_some_and(|i| i.state == ClientState::Active)
+}
+
+#[test]
+fn many_connections_echo_many_frames() {
+    let server = Server::start(Config::default());
+    let mut clients = Clients::new(Config::default());
+    let ids: Vec<_> = (0..200)
+        .map(|i| clients.add(&format!("c{i}"), vec![server.addr]))
+        .collect();
+    clients.until(|e, _| ids.iter().all(|&c| is_active(e, c)));
+    const PER_CLIENT: usize = 50;
+    for round in 0..PER_CLIENT {
+        for &c in &ids {
+            let payload = Bytes::from(format!("{c}:{round:04}"));
+            clients
+                .reactor
+                .engine()
+                .client_send_message(c, payload)
+                .unwrap();
+        }
+    }
+    let total = ids.len() * PER_CLIENT;
+    clients.until(|_, ev| {
+        ev.iter()
+            .filter(|e| matches!(e, Event::Acked { .. }))
+            .count()
+            == total
+            && ev
+                .iter()
+                .filter(|e| matches!(e, Event::ClientData { .. }))
+                .count()
+                == total
+    });
+    // Each client got its own messages back, in order.
+    for &c in &ids {
+        let echoed: Vec<_> = clients
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::ClientData { client, payload } if *client == c => Some(payload.clone()),
+                _ => None,
+            })
+            .collect();
+        let want: Vec<_> = (0..PER_CLIENT)
+            .map(|r| Bytes::from(format!("{c}:{r:04}")))
+            .collect();
+        assert_eq!(echoed, want);
+    }
+    server.stop();
+}
+
+#[test]
+fn pings_keep_an_idle_client_alive_and_silent_peers_are_dropped() {
+    let cfg = fast_config();
+    let server = Server::start(cfg.clone());
+    let mut clients = Clients::new(cfg.clone());
+    let c = clients.add("pinger", vec![server.addr]);
+    clients.until(|e, _| is_active(e, c));
+
+    // A raw peer that logs in and then says nothing, on its own thread while the client
+    // loop keeps turning.
+    let addr = server.addr;
+    let mute = thread::spawn(move || {
+        let mut raw = TcpStream::connect(addr).unwrap();
+        raw.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut hello = bytes::BytesMut::new();
+        liveline::codec::Encoder::default()
+            .encode(
+                &Frame::Hello(Box::new(liveline::frame::Hello {
+                    version: 1,
+                    instance: 1,
+                    attempt: 0,
+                    identity: Text::from("mute"),
+                    token: Bytes::new(),
+                })),
+                &mut hello,
+            )
+            .unwrap();
+        raw.write_all(&hello).unwrap();
+        let logged_in = Instant::now();
+        let mut got = Vec::new();
+        raw.read_to_end(&mut got).unwrap(); // returns at the server's close
+        (logged_in.elapsed(), got)
+    });
+    clients.until(|_, _| mute.is_finished());
+    let (silent_for, got) = mute.join().unwrap();
+    assert!(silent_for >= cfg.idle_timeout, "{silent_for:?}");
+    let frames = {
+        let mut buf = bytes::BytesMut::from(&got[..]);
+        let mut dec = liveline::codec::Decoder::default();
+        let mut v = Vec::new();
+        while let Ok(Some(f)) = dec.decode(&mut buf) {
+            v.push(f);
+        }
+        v
+    };
+    assert!(matches!(frames.first(), Some(Frame::Welcome(_))));
+    assert!(
+        matches!(frames.last(), Some(Frame::Error(r)) if r.code == Code::IDLE_TIMEOUT),
+        "{frames:?}"
+    );
+    server.wait_for(|e| {
+        matches!(e, Event::SessionClosed { identity: Some(i), reason, .. }
+            if i.as_str() == "mute" && reason.code == Code::IDLE_TIMEOUT)
+    });
+
+    // Meanwhile the pinging client, which sent no application data, stayed up: keep it
+    // running for several idle timeouts and count its pongs.
+    let until = Instant::now() + cfg.idle_timeout * 3;
+    clients.until(|_, _| Instant::now() >= until);
+    let info = clients.reactor.engine().client_info(c).unwrap();
+    assert_eq!(info.state, ClientState::Active);
+    assert_eq!(info.reconnects, 0);
+    let pongs = clients
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Rtt { .. }))
+        .count();
+    assert!(pongs >= 5, "{pongs} pongs");
+    assert!(info.rtt_last.is_some());
+    server.stop();
+}
+
+#[test]
+fn connect_failure_fails_over_to_the_next_server() {
+    // A port nobody listens on: bind, note it, close.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let server = Server::start(Config::default());
+    let mut clients = Clients::new(Config::default());
+    let c = clients.add("roamer", vec![dead, server.addr]);
+    clients.until(|e, _| is_active(e, c));
+    let info = clients.reactor.engine().client_info(c).unwrap();
+    assert_eq!(info.server, Some(server.addr));
+    let refused = clients.events.iter().any(|e| {
+        matches!(e, Event::ClientState { state: ClientState::Backoff, reason: Some(r), .. }
+            if r.text.as_str() == "connect failed")
+    });
+    assert!(refused);
+    server.stop();
+}
+
+#[test]
+fn graceful_shutdown_sends_goaway_and_clients_move_at_once() {
+    let a = Server::start(Config::default());
+    let b = Server::start(Config::default());
+    let mut clients = Clients::new(Config::default());
+    let ids: Vec<_> = (0..20)
+        .map(|i| clients.add(&format!("m{i}"), vec![a.addr, b.addr]))
+        .collect();
+    clients.until(|e, _| ids.iter().all(|&c| is_active(e, c)));
+    let pending: Vec<u64> = ids
+        .iter()
+        .map(|&c| {
+            clients
+                .reactor
+                .engine()
+                .client_send_message(c, Bytes::from_static(b"around the move"))
+                .unwrap()
+        })
+        .collect();
+    let started = Instant::now();
+    a.stop();
+    clients.until(|e, _| {
+        ids.iter().all(|&c| {
+            e.client_info(c)
+                .is_some_and(|i| i.state == ClientState::Active && i.server == Some(b.addr))
+        })
+    });
+    // GOAWAY means no timeout and no backoff: well under the smallest timer involved.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let goaways = clients
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(e, Event::ClientState { state: ClientState::Backoff, reason: Some(r), retry_in: Some(d), .. }
+                if r.code == Code::SHUTTING_DOWN && d.is_zero())
+        })
+        .count();
+    assert_eq!(goaways, ids.len());
+    // Every message is acknowledged by one server or the other.
+    clients.until(|e, _| ids.iter().all(|&c| e.client_info(c).unwrap().unacked == 0));
+    assert_eq!(pending.len(), ids.len());
+    b.stop();
+}
