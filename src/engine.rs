@@ -393,7 +393,6 @@ pub struct Engine {
     records: Slab<Record>,
     by_identity: HashMap<Text, u32>,
     next_gen: u32,
-    next_session: u64,
     rng: Rng,
     hello_hook: Option<HelloHook>,
     shutting_down: bool,
@@ -423,7 +422,6 @@ impl Engine {
             records: Slab::new(),
             by_identity: HashMap::new(),
             next_gen: 1,
-            next_session: 1,
             rng: Rng::new(seed),
             hello_hook: None,
             shutting_down: false,
@@ -912,6 +910,13 @@ impl Engine {
 
     // ---------------------------------------------------------------- internals
 
+    /// Session ids scope the server's message ids at the client, which keeps its duplicate
+    /// state only while the id stays the same: they must differ between servers, not just
+    /// within one, so they are drawn at random rather than counted.
+    fn new_session_id(&mut self) -> u64 {
+        self.rng.next_u64()
+    }
+
     /// The deadline tick for `d` from now: never before `now + d`.
     fn after(&self, d: Duration) -> Tick {
         self.clock.deadline_after(self.now, d)
@@ -1119,22 +1124,21 @@ impl Engine {
                         Reason::new(Code::REPLACED, "logged in elsewhere"),
                     );
                 }
+                let fresh_session = self.new_session_id();
                 let rec = &mut self.records[r as usize];
                 if rec.instance != hello.instance {
                     // Another client process: a fresh scope for ids both ways.
                     rec.instance = hello.instance;
                     rec.recv = RecvState::default();
                     rec.send = SendQueue::new();
-                    rec.session = self.next_session;
-                    self.next_session += 1;
+                    rec.session = fresh_session;
                 }
                 rec.attempt = hello.attempt;
                 rec.conn = Some(conn);
                 r
             }
             None => {
-                let session = self.next_session;
-                self.next_session += 1;
+                let session = self.new_session_id();
                 let r = self.records.insert(Record {
                     identity: hello.identity.clone(),
                     instance: hello.instance,

@@ -294,10 +294,11 @@ impl Reason {
 
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.text.is_empty() {
-            write!(f, "{}", self.code)
-        } else {
-            write!(f, "{}: {}", self.code, self.text)
+        match (self.code, self.text.is_empty()) {
+            (code, true) => write!(f, "{code}"),
+            // Nothing went wrong: the text says all there is to say.
+            (Code::NO_ERROR, false) => f.write_str(self.text.as_str()),
+            (code, false) => write!(f, "{code}: {}", self.text),
         }
     }
 }

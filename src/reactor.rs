@@ -218,6 +218,9 @@ impl Reactor {
         handler: &mut impl Handler,
         max_wait: Option<Duration>,
     ) -> io::Result<()> {
+        // Commands given to the engine between turns (a new client, a send) have outputs
+        // waiting, and the timeout must reflect them.
+        self.drain(handler);
         let mut timeout = self
             .engine
             .poll_timeout()

@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use liveline::engine::{ClientState, Event};
 use liveline::frame::{Code, Reason};
+use liveline::sim::Sim;
 use std::time::Duration;
 
 #[test]
@@ -214,4 +215,52 @@ fn same_seed_same_run() {
     };
     assert!(run(77) == run(77), "same seed, different runs");
     assert!(run(77) != run(78), "the seed has no effect");
+}
+
+#[test]
+fn server_messages_still_arrive_after_failing_over_to_another_server() {
+    for seed in SEEDS {
+        let mut w = World::new(seed, 2, default_config());
+        let client = w.client("dora", &[0, 1]);
+        assert!(w.sim.run_until(SECOND, |s| active(s, client)));
+        let push = |w: &mut World, server: usize, text: &'static str| {
+            let conn = w
+                .sim
+                .events(w.servers[server])
+                .iter()
+                .rev()
+                .find_map(|e| match e {
+                    Event::SessionOpened { conn, .. } => Some(*conn),
+                    _ => None,
+                })
+                .unwrap();
+            w.sim
+                .engine(w.servers[server])
+                .send_message(conn, bytes::Bytes::from_static(text.as_bytes()))
+                .unwrap();
+        };
+        let received = |s: &Sim| -> Vec<Vec<u8>> {
+            s.events(client.0)
+                .iter()
+                .filter_map(|e| match e {
+                    Event::ClientMessage { payload, .. } => Some(payload.to_vec()),
+                    _ => None,
+                })
+                .collect()
+        };
+        for text in ["a1", "a2", "a3"] {
+            push(&mut w, 0, text);
+        }
+        assert!(w.sim.run_until(SECOND, |s| received(s).len() == 3));
+        w.sim.kill(w.servers[0]);
+        assert!(w.sim.run_until(SECOND, |s| active(s, client)));
+        assert_eq!(w.server_of(client), Some(1));
+        // The second server numbers its messages from 1 again: they are new all the same.
+        push(&mut w, 1, "b1");
+        assert!(
+            w.sim.run_until(SECOND, |s| received(s).len() == 4),
+            "seed {seed}: the new server's message was taken for a duplicate"
+        );
+        assert_eq!(received(&w.sim)[3], b"b1");
+    }
 }

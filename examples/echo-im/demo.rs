@@ -1,0 +1,472 @@
+//! The narrated demo: real server processes, real sockets, a real `kill -9` and a real
+//! frozen process.
+
+use crate::client::{describe, Dedup};
+use crate::proto::{Push, Request};
+use bytes::{Bytes, BytesMut};
+use liveline::codec::{Decoder, Encoder};
+use liveline::config::Config;
+use liveline::engine::{ClientConfig, ClientId, ClientState, Engine, Event};
+use liveline::frame::{Frame, Hello, Text, PROTOCOL_VERSION};
+use liveline::reactor::Reactor;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const PING: Duration = Duration::from_millis(500);
+const IDLE: Duration = Duration::from_millis(1500);
+/// No step of the demo may take longer than this.
+const STEP_LIMIT: Duration = Duration::from_secs(10);
+
+struct Timeline {
+    start: Instant,
+}
+
+impl Timeline {
+    fn say(&self, who: &str, what: &str) {
+        let t = self.start.elapsed().as_secs_f64();
+        println!("{t:7.3}s  {who:<9} {what}");
+    }
+}
+
+struct ServerProc {
+    child: Child,
+}
+
+impl ServerProc {
+    fn start(
+        name: &'static str,
+        addr: SocketAddr,
+        timeline: &Arc<Timeline>,
+    ) -> io::Result<ServerProc> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["server", "--listen", &addr.to_string()])
+            .args(["--ping-ms", &PING.as_millis().to_string()])
+            .args(["--idle-ms", &IDLE.as_millis().to_string()])
+            .args(["--handshake-ms", "2000", "--log", "info"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        if !line.starts_with("listening on") {
+            let _ = child.kill();
+            return Err(io::Error::other(format!(
+                "server {name} did not start: {line}"
+            )));
+        }
+        // Narrate the server's own log lines about sessions.
+        let stderr = BufReader::new(child.stderr.take().expect("piped"));
+        let tl = timeline.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                // "<time> [LEVEL] message": keep the message of the session lines.
+                let msg = line.split_once("] ").map_or(line.as_str(), |(_, m)| m);
+                let keep = [
+                    "online:", "offline:", "dropped:", "kicked:", "held", "signal",
+                ];
+                if keep.iter().any(|k| msg.starts_with(k)) {
+                    tl.say(&format!("server {name}"), msg);
+                }
+            }
+        });
+        timeline.say(
+            &format!("server {name}"),
+            &format!("started, pid {}, on {addr}", child.id()),
+        );
+        Ok(ServerProc { child })
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> io::Result<SocketAddr> {
+    TcpListener::bind("127.0.0.1:0")?.local_addr()
+}
+
+struct Demo {
+    reactor: Reactor,
+    timeline: Arc<Timeline>,
+    names: Vec<(ClientId, &'static str)>,
+    dedup: Vec<Dedup>,
+    /// Lines each client printed, by client.
+    lines: Vec<Vec<String>>,
+    /// Numbered messages bob received, duplicates included (before deduplication).
+    raw_numbered: Vec<u32>,
+    /// When clients reported a lost connection.
+    losses: Vec<Instant>,
+}
+
+impl Demo {
+    fn name(&self, c: ClientId) -> &'static str {
+        self.names
+            .iter()
+            .find(|(id, _)| *id == c)
+            .map_or("?", |(_, n)| n)
+    }
+
+    fn index(&self, c: ClientId) -> usize {
+        self.names.iter().position(|(id, _)| *id == c).unwrap_or(0)
+    }
+
+    /// Turns the loop until `done` holds; an error after the step limit.
+    fn until(&mut self, what: &str, mut done: impl FnMut(&mut Demo) -> bool) -> io::Result<()> {
+        let deadline = Instant::now() + STEP_LIMIT;
+        while !done(self) {
+            if Instant::now() > deadline {
+                return Err(io::Error::other(format!("demo step timed out: {what}")));
+            }
+            self.turn(Duration::from_millis(20))?;
+        }
+        Ok(())
+    }
+
+    fn turn(&mut self, wait: Duration) -> io::Result<()> {
+        let mut events = Vec::new();
+        let mut handler = |_: &mut Engine, e: Event, _: Instant| events.push(e);
+        self.reactor.turn(&mut handler, Some(wait))?;
+        for e in events {
+            let client = match &e {
+                Event::ClientState { client, .. }
+                | Event::ClientMessage { client, .. }
+                | Event::Failed { client, .. } => *client,
+                _ => continue,
+            };
+            let i = self.index(client);
+            if let Event::ClientState {
+                state: ClientState::Backoff,
+                ..
+            } = &e
+            {
+                self.losses.push(Instant::now());
+            }
+            if let Event::ClientMessage { payload, .. } = &e {
+                if let Some(Push::Message { text, .. }) =
+                    std::str::from_utf8(payload).ok().and_then(Push::parse)
+                {
+                    if let Some(n) = text.strip_prefix("numbered ").and_then(|n| n.parse().ok()) {
+                        self.raw_numbered.push(n);
+                    }
+                }
+            }
+            if let Some(line) = describe(&e, &mut self.dedup[i]) {
+                let quiet = line.starts_with("[alice -> you] numbered");
+                if !quiet {
+                    self.timeline.say(self.name(client), &line);
+                }
+                self.lines[i].push(line);
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, c: ClientId, request: Request) -> io::Result<()> {
+        self.reactor
+            .engine()
+            .client_send_message(c, Bytes::from(request.encode()))
+            .map(|_| ())
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    fn all_on(&mut self, addr: SocketAddr) -> bool {
+        let ids: Vec<ClientId> = self.names.iter().map(|(c, _)| *c).collect();
+        ids.iter().all(|&c| {
+            self.reactor
+                .engine()
+                .client_info(c)
+                .is_some_and(|i| i.state == ClientState::Active && i.server == Some(addr))
+        })
+    }
+
+    fn got(&self, who: usize, needle: &str) -> bool {
+        self.lines[who].iter().any(|l| l.contains(needle))
+    }
+}
+
+/// Logs in as `name` and then says nothing; returns how long until the server hung up and
+/// the frames it sent.
+fn silent_client(addr: SocketAddr, name: &str) -> io::Result<(Duration, Vec<Frame>)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(STEP_LIMIT))?;
+    let mut buf = BytesMut::new();
+    let hello = Frame::Hello(Box::new(Hello {
+        version: PROTOCOL_VERSION,
+        instance: 1,
+        attempt: 0,
+        identity: Text::from(name.to_string()),
+        token: Bytes::new(),
+    }));
+    Encoder::default()
+        .encode(&hello, &mut buf)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    s.write_all(&buf)?;
+    let start = Instant::now();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got)?;
+    let took = start.elapsed();
+    let mut bytes = BytesMut::from(&got[..]);
+    let mut dec = Decoder::default();
+    let mut frames = Vec::new();
+    while let Ok(Some(f)) = dec.decode(&mut bytes) {
+        frames.push(f);
+    }
+    Ok((took, frames))
+}
+
+/// Sends `signal` (a `kill(1)` name such as `STOP` or `TERM`) to one of our own children.
+fn signal(child: &Child, signal: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status();
+}
+
+impl Demo {
+    /// Numbered messages `range` from alice to bob, 50 ms apart; `at_half` runs once,
+    /// halfway. Returns when all were acknowledged, every client is active on `end_on`
+    /// and bob has shown them all; also returns when every client was first seen on
+    /// `end_on` after `at_half`.
+    fn numbered(
+        &mut self,
+        range: std::ops::RangeInclusive<u32>,
+        end_on: SocketAddr,
+        mut at_half: impl FnMut(&mut Demo),
+    ) -> io::Result<Option<Instant>> {
+        let (alice, half) = (self.names[0].0, (range.start() + range.end()) / 2);
+        let mut next = *range.start();
+        let mut next_at = Instant::now();
+        let mut moved_at = None;
+        let mut fired = false;
+        let last = *range.end();
+        self.until("numbered messages", |d| {
+            let now = Instant::now();
+            if next <= last && now >= next_at {
+                let _ = d.send(
+                    alice,
+                    Request::Direct {
+                        to: "bob",
+                        text: &format!("numbered {next}"),
+                    },
+                );
+                if next == half && !fired {
+                    fired = true;
+                    at_half(d);
+                }
+                next += 1;
+                next_at = now + Duration::from_millis(50);
+            }
+            let on_end = d.all_on(end_on);
+            if fired && on_end && moved_at.is_none() {
+                moved_at = Some(Instant::now());
+            }
+            let unacked = d
+                .reactor
+                .engine()
+                .client_info(alice)
+                .map_or(1, |i| i.unacked);
+            next > last && unacked == 0 && on_end && d.shown_numbered().len() >= last as usize
+        })?;
+        Ok(moved_at)
+    }
+
+    /// Numbered messages bob has shown, sorted.
+    fn shown_numbered(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.lines[1]
+            .iter()
+            .filter_map(|l| l.strip_prefix("[alice -> you] numbered "))
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// When a client first reported losing its connection after `since`.
+    fn first_loss_after(&self, since: Instant) -> Option<Instant> {
+        self.losses.iter().copied().find(|t| *t >= since)
+    }
+}
+
+pub fn run() -> io::Result<()> {
+    let timeline = Arc::new(Timeline {
+        start: Instant::now(),
+    });
+    println!(
+        "echo-im demo: two server processes, three clients. Heartbeat every {PING:?}; a client \
+         gives up on a silent server after {:?}; a server drops a silent client after {IDLE:?}.\n",
+        PING * 2
+    );
+    let (a_addr, b_addr) = (free_port()?, free_port()?);
+    let mut a = Some(ServerProc::start("A", a_addr, &timeline)?);
+    let mut b = Some(ServerProc::start("B", b_addr, &timeline)?);
+
+    let cfg = Config {
+        ping_interval: PING,
+        ..Config::default()
+    };
+    let mut reactor = Reactor::new(cfg, crate::server::seed())?;
+    let mut names = Vec::new();
+    for name in ["alice", "bob", "carol"] {
+        let now = Instant::now();
+        let id = reactor.engine().add_client(
+            ClientConfig {
+                identity: Text::from(name),
+                token: Bytes::new(),
+                servers: vec![a_addr, b_addr],
+                instance: None,
+            },
+            now,
+        );
+        names.push((id, name));
+    }
+    let mut demo = Demo {
+        reactor,
+        timeline: timeline.clone(),
+        names,
+        dedup: (0..3).map(|_| Dedup::new(10_000)).collect(),
+        lines: vec![Vec::new(); 3],
+        raw_numbered: Vec::new(),
+        losses: Vec::new(),
+    };
+    let [alice, bob, carol] = [demo.names[0].0, demo.names[1].0, demo.names[2].0];
+
+    println!("\n--- 1. everyone logs in to server A (first on their list)");
+    demo.until("log in", |d| d.all_on(a_addr))?;
+
+    println!("\n--- 2. a direct message, a broadcast, an echo");
+    demo.send(
+        alice,
+        Request::Direct {
+            to: "bob",
+            text: "hi bob",
+        },
+    )?;
+    demo.send(bob, Request::Broadcast("hello everyone"))?;
+    demo.send(carol, Request::Echo("is anybody there?"))?;
+    demo.until("first messages", |d| {
+        d.got(1, "hi bob")
+            && d.got(0, "hello everyone")
+            && d.got(2, "hello everyone")
+            && d.got(2, "[echo]")
+    })?;
+
+    println!(
+        "\n--- 3. alice sends bob numbered messages 1-20; server A is killed (kill -9) halfway"
+    );
+    let mut killed_at = Instant::now();
+    let moved = demo.numbered(1..=20, b_addr, |d| {
+        if let Some(mut a) = a.take() {
+            d.timeline
+                .say("server A", &format!("kill -9 (pid {})", a.child.id()));
+            let _ = a.child.kill();
+            let _ = a.child.wait();
+            killed_at = Instant::now();
+        }
+    })?;
+    let kill_failover = moved.map(|t| t - killed_at);
+
+    println!(
+        "\n--- 4. server A comes back; then server B freezes (SIGSTOP) during messages 21-30:"
+    );
+    println!(
+        "       its kernel still takes our bytes, so writes succeed, but nothing ever comes back"
+    );
+    let a_again = ServerProc::start("A", a_addr, &timeline)?;
+    let mut frozen_at = Instant::now();
+    let moved = demo.numbered(21..=30, a_addr, |d| {
+        if let Some(b) = b.as_ref() {
+            d.timeline.say(
+                "server B",
+                &format!("frozen with SIGSTOP (pid {})", b.child.id()),
+            );
+            signal(&b.child, "STOP");
+            frozen_at = Instant::now();
+        }
+    })?;
+    let detected = demo.first_loss_after(frozen_at).map(|t| t - frozen_at);
+    let freeze_failover = moved.map(|t| t - frozen_at);
+    let shown = demo.shown_numbered();
+    let exactly_once = shown == (1..=30).collect::<Vec<_>>();
+    let resent_copies = demo.raw_numbered.len() - shown.len();
+    timeline.say(
+        "bob",
+        &format!(
+            "has numbered 1-30: {} ({resent_copies} resent cop{} recognised and not shown)",
+            if exactly_once {
+                "every one exactly once"
+            } else {
+                "NOT all, or some twice"
+            },
+            if resent_copies == 1 { "y" } else { "ies" }
+        ),
+    );
+
+    println!("\n--- 5. a client logs in to server A and then says nothing");
+    timeline.say("mute", "logs in to server A and goes silent");
+    let mute = std::thread::spawn(move || silent_client(a_addr, "mute"));
+    demo.until("silent client", |_| mute.is_finished())?;
+    let (silent_for, frames) = mute
+        .join()
+        .map_err(|_| io::Error::other("silent client panicked"))??;
+    let last = frames.last().map_or("nothing".to_string(), |f| match f {
+        Frame::Error(r) => format!("ERROR {r}"),
+        other => other.kind().to_string(),
+    });
+    timeline.say(
+        "mute",
+        &format!(
+            "hung up on after {:.2} s; last frame {last}",
+            silent_for.as_secs_f64()
+        ),
+    );
+
+    println!("\n--- 6. server A shuts down gracefully (SIGTERM): a GOAWAY tells clients at once");
+    timeline.say("server A", &format!("SIGTERM (pid {})", a_again.child.id()));
+    signal(&a_again.child, "TERM");
+    demo.until("goaway", |d| (0..3).all(|i| d.got(i, "SHUTTING_DOWN")))?;
+    drop(a_again);
+    drop(b.take()); // the frozen B is killed on drop
+    let now = Instant::now();
+    demo.reactor.engine().shutdown(now);
+
+    let ms = |d: Option<Duration>| {
+        d.map_or("-".to_string(), |d| {
+            format!("{:.0} ms", d.as_secs_f64() * 1e3)
+        })
+    };
+    println!("\n--- summary");
+    println!(
+        "  kill -9 of A: all clients active on B after {}",
+        ms(kill_failover)
+    );
+    println!(
+        "  frozen B: silence noticed after {}, all clients active on A after {}",
+        ms(detected),
+        ms(freeze_failover)
+    );
+    println!(
+        "  numbered messages to bob across both failures: {}/30, exactly once: {}",
+        shown.len(),
+        if exactly_once { "yes" } else { "NO" }
+    );
+    println!(
+        "  silent client dropped after {:.2} s ({last})",
+        silent_for.as_secs_f64()
+    );
+    println!(
+        "  demo took {:.1} s",
+        timeline.start.elapsed().as_secs_f64()
+    );
+    if exactly_once {
+        Ok(())
+    } else {
+        Err(io::Error::other("a message was lost or shown twice"))
+    }
+}
