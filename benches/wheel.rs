@@ -209,8 +209,10 @@ fn insert(c: &mut Criterion, rt: &Runtime) {
     g.finish();
 }
 
-/// Cancel random live timers out of `n`; each is re-inserted, untimed, after every chunk.
-/// The heap's lazy cancel is a generation bump; its real cost is paid later, at pop time.
+/// Cancel random live timers out of `n` (a connection closing): the timers are cold. The
+/// keys of each chunk are gathered first, untimed, as a connection has its key at hand;
+/// each cancelled timer is re-inserted, untimed, after the chunk. The heap's lazy cancel is
+/// a generation bump; its real cost is paid later, at pop time.
 fn cancel(c: &mut Criterion, rt: &Runtime) {
     let _rt = rt.enter();
     let mut g = c.benchmark_group("cancel");
@@ -220,27 +222,34 @@ fn cancel(c: &mut Criterion, rt: &Runtime) {
         let mut rng = Rng(n as u64 + 1);
         let pool = rng.deadlines();
         let order = rng.permutation(n);
+        let mut at = 0;
+        // The next `batch` connections in random order, without wrapping inside a chunk.
+        let mut next_batch = move |left: usize| {
+            let batch = left.min(CHUNK).min(n - at);
+            let range = at..at + batch;
+            at = if at + batch == n { 0 } else { at + batch };
+            range
+        };
 
         let (mut wheel, mut keys) = wheel_with(n, &pool);
-        let mut at = 0;
+        let mut hand = Vec::with_capacity(CHUNK);
         g.bench_function(BenchmarkId::new("liveline", n), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 let mut left = iters as usize;
                 while left > 0 {
-                    let batch = left.min(CHUNK);
+                    let range = next_batch(left);
+                    left -= range.len();
+                    hand.clear();
+                    hand.extend(order[range.clone()].iter().map(|&i| keys[i as usize]));
                     let start = Instant::now();
-                    for j in 0..batch {
-                        let i = order[(at + j) % n] as usize;
-                        black_box(wheel.cancel(keys[i]));
+                    for &key in &hand {
+                        black_box(wheel.cancel(key));
                     }
                     total += start.elapsed();
-                    for j in 0..batch {
-                        let i = order[(at + j) % n] as usize;
-                        keys[i] = wheel.insert(Tick(pool[(at + j) % POOL]), i as u32);
+                    for &i in &order[range] {
+                        keys[i as usize] = wheel.insert(Tick(pool[i as usize % POOL]), i);
                     }
-                    at += batch;
-                    left -= batch;
                 }
                 total
             });
@@ -248,24 +257,24 @@ fn cancel(c: &mut Criterion, rt: &Runtime) {
         drop(wheel);
 
         let (mut dq, mut keys) = queue_with(n, &pool);
+        let mut hand = Vec::with_capacity(CHUNK);
         g.bench_function(BenchmarkId::new("delay_queue", n), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 let mut left = iters as usize;
                 while left > 0 {
-                    let batch = left.min(CHUNK);
+                    let range = next_batch(left);
+                    left -= range.len();
+                    hand.clear();
+                    hand.extend(order[range.clone()].iter().map(|&i| keys[i as usize]));
                     let start = Instant::now();
-                    for j in 0..batch {
-                        let i = order[(at + j) % n] as usize;
-                        black_box(dq.remove(&keys[i]));
+                    for key in &hand {
+                        black_box(dq.remove(key));
                     }
                     total += start.elapsed();
-                    for j in 0..batch {
-                        let i = order[(at + j) % n] as usize;
-                        keys[i] = dq.insert(i as u32, ticks(pool[(at + j) % POOL]));
+                    for &i in &order[range] {
+                        keys[i as usize] = dq.insert(i, ticks(pool[i as usize % POOL]));
                     }
-                    at += batch;
-                    left -= batch;
                 }
                 total
             });
@@ -276,18 +285,85 @@ fn cancel(c: &mut Criterion, rt: &Runtime) {
         let mut generation = vec![0u32; n];
         g.bench_function(BenchmarkId::new("binary_heap", n), |b| {
             b.iter_custom(|iters| {
-                let start = Instant::now();
-                for j in 0..iters as usize {
-                    let i = order[(at + j) % n] as usize;
-                    generation[i] = generation[i].wrapping_add(1);
+                let mut total = Duration::ZERO;
+                let mut left = iters as usize;
+                while left > 0 {
+                    let range = next_batch(left);
+                    left -= range.len();
+                    let start = Instant::now();
+                    for &i in &order[range] {
+                        let g = &mut generation[i as usize];
+                        *g = g.wrapping_add(1);
+                    }
+                    total += start.elapsed();
                 }
-                let total = start.elapsed();
-                at += iters as usize;
                 black_box(&generation);
                 total
             });
         });
         drop(heap);
+    }
+    g.finish();
+}
+
+/// Cancel timers right after inserting them (a connect timeout or handshake deadline that
+/// is met quickly): the timers are hot. Each chunk is inserted untimed, then cancelled.
+fn cancel_recent(c: &mut Criterion, rt: &Runtime) {
+    let _rt = rt.enter();
+    let mut g = c.benchmark_group("cancel_recent");
+    micro(&mut g);
+    g.throughput(Throughput::Elements(1));
+    for n in SIZES {
+        let mut rng = Rng(n as u64 + 4);
+        let pool = rng.deadlines();
+        let mut at = 0;
+
+        let (mut wheel, _) = wheel_with(n, &pool);
+        let mut fresh = Vec::with_capacity(CHUNK);
+        g.bench_function(BenchmarkId::new("liveline", n), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut left = iters as usize;
+                while left > 0 {
+                    let batch = left.min(CHUNK);
+                    for j in 0..batch {
+                        fresh.push(wheel.insert(Tick(pool[(at + j) % POOL]), j as u32));
+                    }
+                    let start = Instant::now();
+                    for key in fresh.drain(..) {
+                        black_box(wheel.cancel(key));
+                    }
+                    total += start.elapsed();
+                    at += batch;
+                    left -= batch;
+                }
+                total
+            });
+        });
+        drop(wheel);
+
+        let (mut dq, _) = queue_with(n, &pool);
+        let mut fresh = Vec::with_capacity(CHUNK);
+        g.bench_function(BenchmarkId::new("delay_queue", n), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut left = iters as usize;
+                while left > 0 {
+                    let batch = left.min(CHUNK);
+                    for j in 0..batch {
+                        fresh.push(dq.insert(j as u32, ticks(pool[(at + j) % POOL])));
+                    }
+                    let start = Instant::now();
+                    for key in fresh.drain(..) {
+                        black_box(dq.remove(&key));
+                    }
+                    total += start.elapsed();
+                    at += batch;
+                    left -= batch;
+                }
+                total
+            });
+        });
     }
     g.finish();
 }
@@ -471,52 +547,61 @@ fn fire_reinsert(c: &mut Criterion, rt: &Runtime) {
         g.throughput(Throughput::Elements(n as u64));
 
         // Deadlines spread over a window of half a period; a round walks that window tick
-        // by tick, so each timer fires once per round.
-        let cfg = IdleConfig::from_ticks(Some(PERIOD), None, None);
+        // by tick, so each timer fires once per round. In the realistic layout, timers that
+        // fire together belong to connections scattered over memory; in the "ordered" one
+        // they are neighbours, which shows the cost of the wheel itself without cache misses.
         let t0 = PERIOD;
-        let mut wheel = Wheel::with_slots_at(4_096, Tick(t0));
-        let mut conns: Vec<IdleTracker> = (0..n)
-            .map(|i| {
-                let mut conn = IdleTracker::new(Tick(t0 - PERIOD + i as u32 % HALF));
-                conn.arm(&cfg, &mut wheel, Tick(t0), i as u32, None);
-                conn
-            })
-            .collect();
-        let mut out = Vec::with_capacity(CAP);
-        let mut now = t0;
-        g.bench_function(BenchmarkId::new("liveline", n), |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    for conn in &mut conns {
-                        let due = conn.next_deadline(&cfg).expect("read idle is on");
-                        conn.record_read(due.wrapping_sub(HALF));
-                    }
-                    let mut events = 0;
-                    let start = Instant::now();
-                    for _ in 0..HALF {
-                        let tick = Tick(now);
-                        loop {
-                            out.clear();
-                            let fired = wheel.poll(tick, &mut out, CAP);
-                            for &(key, i) in &out {
-                                let conn = &mut conns[i as usize];
-                                events += conn.on_timer(&cfg, &mut wheel, key, tick, i, None).len();
-                            }
-                            if fired < CAP {
-                                break;
-                            }
+        let scattered = |i: usize| i as u32 % HALF;
+        let ordered = |i: usize| (i as u64 * u64::from(HALF) / n as u64) as u32;
+        let layouts: [(&str, &dyn Fn(usize) -> u32); 2] =
+            [("liveline", &scattered), ("liveline_ordered", &ordered)];
+        for (name, phase) in layouts {
+            let cfg = IdleConfig::from_ticks(Some(PERIOD), None, None);
+            let mut wheel = Wheel::with_slots_at(4_096, Tick(t0));
+            let mut conns: Vec<IdleTracker> = (0..n)
+                .map(|i| {
+                    let mut conn = IdleTracker::new(Tick(t0 - PERIOD + phase(i)));
+                    conn.arm(&cfg, &mut wheel, Tick(t0), i as u32, None);
+                    conn
+                })
+                .collect();
+            let mut out = Vec::with_capacity(CAP);
+            let mut now = t0;
+            g.bench_function(BenchmarkId::new(name, n), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        for conn in &mut conns {
+                            let due = conn.next_deadline(&cfg).expect("read idle is on");
+                            conn.record_read(due.wrapping_sub(HALF));
                         }
-                        now += 1;
+                        let mut events = 0;
+                        let start = Instant::now();
+                        for _ in 0..HALF {
+                            let tick = Tick(now);
+                            loop {
+                                out.clear();
+                                let fired = wheel.poll(tick, &mut out, CAP);
+                                for &(key, i) in &out {
+                                    let conn = &mut conns[i as usize];
+                                    events +=
+                                        conn.on_timer(&cfg, &mut wheel, key, tick, i, None).len();
+                                }
+                                if fired < CAP {
+                                    break;
+                                }
+                            }
+                            now += 1;
+                        }
+                        total += start.elapsed();
+                        assert_eq!(events, 0, "every connection was active");
+                        assert_eq!(wheel.len(), n);
                     }
-                    total += start.elapsed();
-                    assert_eq!(events, 0, "every connection was active");
-                    assert_eq!(wheel.len(), n);
-                }
-                total
+                    total
+                });
             });
-        });
-        drop((conns, wheel));
+            drop((conns, wheel));
+        }
 
         let mut last_read: Vec<u32> = (0..n).map(|i| t0 - PERIOD + i as u32 % HALF).collect();
         let mut armed: Vec<u32> = last_read.iter().map(|&t| t + PERIOD).collect();
@@ -600,122 +685,160 @@ fn fire_reinsert(c: &mut Criterion, rt: &Runtime) {
 ///   tick.
 /// - `BinaryHeap`: a push per touch; `TOUCHES` stale entries per connection popped per
 ///   period.
+///
+/// Two layouts: "scattered" connections touched on the same tick lie far apart in memory
+/// (every touch and every firing is a cache miss, the worst case); "ordered" ones are
+/// neighbours (as when the connection's state is already in cache from the read that
+/// caused the touch).
 fn idle_workload(c: &mut Criterion, rt: &Runtime) {
     const STRIDE: u32 = PERIOD / TOUCHES;
     let mut g = c.benchmark_group("idle_workload");
     heavy(&mut g);
     for n in SIZES {
         g.throughput(Throughput::Elements(n as u64));
-        // Connection i is touched at the ticks congruent to i modulo STRIDE.
-        let touched = |t: u32| ((t % STRIDE) as usize..n).step_by(STRIDE as usize);
-        let t0 = PERIOD;
-        let last_touch = |i: usize| t0 - STRIDE + i as u32 % STRIDE;
-
-        let cfg = IdleConfig::from_ticks(Some(PERIOD), None, None);
-        let mut wheel = Wheel::with_slots_at(4_096, Tick(t0));
-        let mut conns: Vec<IdleTracker> = (0..n)
-            .map(|i| {
-                let mut conn = IdleTracker::new(Tick(last_touch(i)));
-                conn.arm(&cfg, &mut wheel, Tick(t0), i as u32, None);
-                conn
-            })
-            .collect();
-        let mut out = Vec::with_capacity(CAP);
-        let mut now = t0;
-        let mut period = |conns: &mut [IdleTracker], wheel: &mut Wheel, now: &mut u32| {
-            let mut events = 0;
-            for _ in 0..PERIOD {
-                let tick = Tick(*now);
-                for i in touched(*now) {
-                    conns[i].record_read(tick);
-                }
-                loop {
-                    out.clear();
-                    let fired = wheel.poll(tick, &mut out, CAP);
-                    for &(key, i) in &out {
-                        let conn = &mut conns[i as usize];
-                        events += conn.on_timer(&cfg, wheel, key, tick, i, None).len();
-                    }
-                    if fired < CAP {
-                        break;
-                    }
-                }
-                *now += 1;
-            }
-            assert_eq!(events, 0, "no connection is idle");
-        };
-        // One untimed period reaches the steady state.
-        period(&mut conns, &mut wheel, &mut now);
-        g.bench_function(BenchmarkId::new("liveline", n), |b| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    period(&mut conns, &mut wheel, &mut now);
-                }
-                start.elapsed()
-            });
-        });
-        drop((conns, wheel));
-
-        let mut heap: BinaryHeap<HeapEntry> = BinaryHeap::with_capacity(TOUCHES as usize * n);
-        heap.extend((0..n).map(|i| (Reverse(last_touch(i) + PERIOD), i as u32, 0)));
-        let mut generation = vec![0u32; n];
-        let mut now = t0;
-        let mut period = |heap: &mut BinaryHeap<HeapEntry>, now: &mut u32| {
-            let mut events = 0;
-            for _ in 0..PERIOD {
-                let t = *now;
-                for i in touched(t) {
-                    let g = generation[i].wrapping_add(1);
-                    generation[i] = g;
-                    heap.push((Reverse(t + PERIOD), i as u32, g));
-                }
-                while let Some(&(Reverse(due), i, g)) = heap.peek() {
-                    if due > t {
-                        break;
-                    }
-                    heap.pop();
-                    if g == generation[i as usize] {
-                        events += 1;
-                    }
-                }
-                *now += 1;
-            }
-            assert_eq!(events, 0, "no connection is idle");
-        };
-        period(&mut heap, &mut now);
-        g.bench_function(BenchmarkId::new("binary_heap", n), |b| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    period(&mut heap, &mut now);
-                }
-                start.elapsed()
-            });
-        });
-        drop(heap);
-
-        let _rt = rt.enter();
-        let mut dq: DelayQueue<u32> = DelayQueue::with_capacity(n);
-        let keys: Vec<delay_queue::Key> =
-            (0..n).map(|i| dq.insert(i as u32, ticks(PERIOD))).collect();
-        let mut cx = Context::from_waker(Waker::noop());
-        g.bench_function(BenchmarkId::new("delay_queue", n), |b| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    for t in 0..PERIOD {
-                        for i in touched(t) {
-                            dq.reset(&keys[i], ticks(PERIOD));
-                        }
-                        assert!(dq.poll_expired(&mut cx).is_pending());
-                    }
-                }
-                start.elapsed()
-            });
-        });
+        for ordered in [false, true] {
+            idle_layout(&mut g, rt, n, ordered, STRIDE);
+        }
     }
     g.finish();
+}
+
+fn idle_layout(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    rt: &Runtime,
+    n: usize,
+    ordered: bool,
+    stride: u32,
+) {
+    let name = |base: &str| {
+        if ordered {
+            format!("{base}_ordered")
+        } else {
+            base.to_owned()
+        }
+    };
+    // Connection i is touched on the ticks congruent to phase(i) modulo `stride`.
+    let phase = |i: usize| {
+        if ordered {
+            (i as u64 * u64::from(stride) / n as u64) as u32
+        } else {
+            i as u32 % stride
+        }
+    };
+    let touched = |t: u32| {
+        let p = (t % stride) as usize;
+        if ordered {
+            let s = stride as usize;
+            ((p * n).div_ceil(s)..((p + 1) * n).div_ceil(s)).step_by(1)
+        } else {
+            (p..n).step_by(stride as usize)
+        }
+    };
+    let t0 = PERIOD;
+    let last_touch = |i: usize| t0 - stride + phase(i);
+
+    let cfg = IdleConfig::from_ticks(Some(PERIOD), None, None);
+    let mut wheel = Wheel::with_slots_at(4_096, Tick(t0));
+    let mut conns: Vec<IdleTracker> = (0..n)
+        .map(|i| {
+            let mut conn = IdleTracker::new(Tick(last_touch(i)));
+            conn.arm(&cfg, &mut wheel, Tick(t0), i as u32, None);
+            conn
+        })
+        .collect();
+    let mut out = Vec::with_capacity(CAP);
+    let mut now = t0;
+    let mut period = |conns: &mut [IdleTracker], wheel: &mut Wheel, now: &mut u32| {
+        let mut events = 0;
+        for _ in 0..PERIOD {
+            let tick = Tick(*now);
+            for i in touched(*now) {
+                conns[i].record_read(tick);
+            }
+            loop {
+                out.clear();
+                let fired = wheel.poll(tick, &mut out, CAP);
+                for &(key, i) in &out {
+                    let conn = &mut conns[i as usize];
+                    events += conn.on_timer(&cfg, wheel, key, tick, i, None).len();
+                }
+                if fired < CAP {
+                    break;
+                }
+            }
+            *now += 1;
+        }
+        assert_eq!(events, 0, "no connection is idle");
+    };
+    // One untimed period reaches the steady state.
+    period(&mut conns, &mut wheel, &mut now);
+    g.bench_function(BenchmarkId::new(name("liveline"), n), |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                period(&mut conns, &mut wheel, &mut now);
+            }
+            start.elapsed()
+        });
+    });
+    drop((conns, wheel));
+
+    let mut heap: BinaryHeap<HeapEntry> = BinaryHeap::with_capacity(TOUCHES as usize * n);
+    heap.extend((0..n).map(|i| (Reverse(last_touch(i) + PERIOD), i as u32, 0)));
+    let mut generation = vec![0u32; n];
+    let mut now = t0;
+    let mut period = |heap: &mut BinaryHeap<HeapEntry>, now: &mut u32| {
+        let mut events = 0;
+        for _ in 0..PERIOD {
+            let t = *now;
+            for i in touched(t) {
+                let g = generation[i].wrapping_add(1);
+                generation[i] = g;
+                heap.push((Reverse(t + PERIOD), i as u32, g));
+            }
+            while let Some(&(Reverse(due), i, g)) = heap.peek() {
+                if due > t {
+                    break;
+                }
+                heap.pop();
+                if g == generation[i as usize] {
+                    events += 1;
+                }
+            }
+            *now += 1;
+        }
+        assert_eq!(events, 0, "no connection is idle");
+    };
+    period(&mut heap, &mut now);
+    g.bench_function(BenchmarkId::new(name("binary_heap"), n), |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                period(&mut heap, &mut now);
+            }
+            start.elapsed()
+        });
+    });
+    drop(heap);
+
+    let _rt = rt.enter();
+    let mut dq: DelayQueue<u32> = DelayQueue::with_capacity(n);
+    let keys: Vec<delay_queue::Key> = (0..n).map(|i| dq.insert(i as u32, ticks(PERIOD))).collect();
+    let mut cx = Context::from_waker(Waker::noop());
+    g.bench_function(BenchmarkId::new(name("delay_queue"), n), |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                for t in 0..PERIOD {
+                    for i in touched(t) {
+                        dq.reset(&keys[i], ticks(PERIOD));
+                    }
+                    assert!(dq.poll_expired(&mut cx).is_pending());
+                }
+            }
+            start.elapsed()
+        });
+    });
 }
 
 fn benches(c: &mut Criterion) {
@@ -723,6 +846,7 @@ fn benches(c: &mut Criterion) {
     touch(c, &rt);
     insert(c, &rt);
     cancel(c, &rt);
+    cancel_recent(c, &rt);
     poll_nothing_due(c, &rt);
     fire_reinsert(c, &rt);
     idle_workload(c, &rt);

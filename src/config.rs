@@ -4,6 +4,21 @@ use crate::backoff::Backoff;
 use crate::frame::DEFAULT_MAX_FRAME_LEN;
 use std::time::Duration;
 
+/// Server policy for a second login of an identity that has a live session.
+///
+/// Whatever the policy, a reconnect of the *same* client instance with a newer attempt
+/// number replaces its old session (which is most likely a half-open leftover), and one
+/// with an older attempt number is refused as stale: a late reconnect never evicts the
+/// session that superseded it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DuplicateLogin {
+    /// The newer login wins; the older session gets GOAWAY `REPLACED` (and its client stops
+    /// instead of fighting back). What chat users expect when they log in on a new device.
+    ReplaceOlder,
+    /// The live session wins; the newer login gets REJECT `STALE_SESSION`.
+    RefuseNewer,
+}
+
 /// Settings of one [`Engine`](crate::engine::Engine), shared by all its connections.
 ///
 /// Defaults follow the field's anchors (cim pings after 10 s of write idle and kicks after
@@ -49,6 +64,9 @@ pub struct Config {
     pub max_unacked: usize,
     /// Connections of all kinds this engine holds at most. Default 100,000.
     pub max_connections: usize,
+    /// Server: what a login does to a live session of the same identity from another
+    /// client instance. Default [`DuplicateLogin::ReplaceOlder`].
+    pub duplicate_login: DuplicateLogin,
     /// How long a closing connection may take to flush its last frames. Default 2 s.
     pub close_linger: Duration,
 }
@@ -70,6 +88,7 @@ impl Default for Config {
             max_unacked: 1024,
             max_connections: 100_000,
             close_linger: Duration::from_secs(2),
+            duplicate_login: DuplicateLogin::ReplaceOlder,
         }
     }
 }

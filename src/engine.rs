@@ -45,7 +45,7 @@
 
 use crate::backoff::Rng;
 use crate::codec::{Decoder, Encoder};
-use crate::config::Config;
+use crate::config::{Config, DuplicateLogin};
 use crate::frame::{Code, Frame, Hello, Reason, Text, Welcome, PROTOCOL_VERSION};
 use crate::idle::{IdleConfig, IdleKind, IdleTracker};
 use crate::reliable::{RecvState, SendQueue};
@@ -229,6 +229,13 @@ pub enum Event {
         /// The round-trip time.
         rtt: Duration,
     },
+    /// Raw mode: bytes read from `conn`, as they came (no framing).
+    Raw {
+        /// The connection.
+        conn: ConnId,
+        /// The bytes. Dropping them promptly lets the engine reuse their memory.
+        data: Bytes,
+    },
     /// Outbound bytes for `conn` crossed the high water mark (`congested: true`) or fell
     /// back to the low water mark (`false`).
     Backpressure {
@@ -320,6 +327,8 @@ enum Role {
     Server { record: Option<u32> },
     /// Outbound for the client record at this index.
     Client { client: u32 },
+    /// Accepted in raw mode: bytes in, bytes out, no frames and no session.
+    Raw,
 }
 
 struct Conn {
@@ -400,6 +409,8 @@ pub struct Engine {
     transmit: VecDeque<ConnId>,
     events: VecDeque<Event>,
     fired: Vec<(TimerKey, u32)>,
+    /// Receive buffer shared by raw-mode connections.
+    raw_in: BytesMut,
 }
 
 impl Engine {
@@ -429,6 +440,7 @@ impl Engine {
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             fired: Vec::new(),
+            raw_in: BytesMut::new(),
             cfg,
         }
     }
@@ -550,6 +562,21 @@ impl Engine {
         Ok(self.id_of(index))
     }
 
+    /// A listener in raw mode accepted a socket: its bytes are handed to the application
+    /// as [`Event::Raw`] and written with [`send_raw`](Self::send_raw), with no framing,
+    /// session or idle tracking (the outbound bounds still apply).
+    pub fn handle_accept_raw(&mut self, now: Instant) -> Result<ConnId, Reason> {
+        self.set_now(now);
+        if self.shutting_down {
+            return Err(Reason::new(Code::SHUTTING_DOWN, "server shutting down"));
+        }
+        if self.conns.len() >= self.cfg.max_connections {
+            return Err(Reason::new(Code::SERVER_FULL, "connection limit reached"));
+        }
+        let index = self.new_conn(ConnState::Active, Role::Raw, None);
+        Ok(self.id_of(index))
+    }
+
     /// The outbound connection `conn` is established: the client sends HELLO.
     pub fn handle_connected(&mut self, conn: ConnId, now: Instant) {
         self.set_now(now);
@@ -618,6 +645,14 @@ impl Engine {
             return;
         }
         c.idle.record_read(self.tick);
+        if c.role == Role::Raw {
+            // One shared buffer for every raw connection: once the application has dropped
+            // the previous chunk, `split` hands out the same memory again.
+            self.raw_in.extend_from_slice(bytes);
+            let data = self.raw_in.split().freeze();
+            self.events.push_back(Event::Raw { conn, data });
+            return;
+        }
         c.inbuf.extend_from_slice(bytes);
         loop {
             let c = &mut self.conns[index];
@@ -750,6 +785,18 @@ impl Engine {
             return Err(SendError::NotActive);
         }
         self.queue_data(conn.index as usize, payload)
+    }
+
+    /// Raw mode: queues bytes for `conn` as they are.
+    pub fn send_raw(&mut self, conn: ConnId, bytes: &[u8]) -> Result<(), SendError> {
+        let c = self.conn(conn).ok_or(SendError::Gone)?;
+        if c.role != Role::Raw {
+            return Err(SendError::NotActive);
+        }
+        let index = conn.index as usize;
+        self.conns[index].out.extend_from_slice(bytes);
+        self.after_queue(index);
+        Ok(())
     }
 
     /// Server side: sends a reliable message to the session's client. It is kept by the
@@ -1109,13 +1156,20 @@ impl Engine {
                 let rec = &self.records[r as usize];
                 let live = rec.conn.filter(|&c| self.live(c));
                 if let Some(old) = live {
-                    if rec.instance == hello.instance && hello.attempt <= rec.attempt {
+                    let same_client = rec.instance == hello.instance;
+                    if same_client && hello.attempt <= rec.attempt {
                         return self.reject(
                             index,
                             Reason::new(
                                 Code::STALE_SESSION,
                                 "a newer session of this client is live",
                             ),
+                        );
+                    }
+                    if !same_client && self.cfg.duplicate_login == DuplicateLogin::RefuseNewer {
+                        return self.reject(
+                            index,
+                            Reason::new(Code::STALE_SESSION, "this identity is logged in"),
                         );
                     }
                     info!("{old}: session of {} replaced by {conn}", hello.identity);
@@ -1294,6 +1348,11 @@ impl Engine {
                     reason,
                 });
             }
+            Role::Raw => self.events.push_back(Event::SessionClosed {
+                conn,
+                identity: None,
+                reason,
+            }),
             Role::Client { client } => {
                 let ci = client as usize;
                 if self.clients[ci].conn == Some(conn) {
@@ -1359,6 +1418,8 @@ impl Engine {
             return;
         }
         match role {
+            // Raw connections are not idle-tracked (their idle config is disabled).
+            Role::Raw => {}
             Role::Server { .. } => {
                 if events.get(IdleKind::Read).is_some() {
                     self.fail_with_error(

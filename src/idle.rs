@@ -19,7 +19,7 @@
 //! kind's first event at all.
 //!
 //! The periods live in an [`IdleConfig`] shared by all connections of an engine and passed
-//! into each call, so that a tracker stays small (28 bytes).
+//! into each call, so that a tracker stays small (24 bytes).
 
 use std::time::Duration;
 
@@ -221,17 +221,20 @@ impl IdleConfig {
 /// engine keeps its own deadlines, checks them itself whenever the key fires, and passes the
 /// deadlines still pending (or `None`) to `on_timer`.
 ///
-/// The tracker must be armed, or have activity recorded, at least once every 2^30 ticks:
-/// that is what keeps its stored ticks within the wrap rule. An armed tracker with any kind
-/// enabled does that by itself.
+/// Ticks passed in must never go backwards. [`arm`](IdleTracker::arm) or
+/// [`on_timer`](IdleTracker::on_timer) must run at least once every 2^30 ticks, which keeps
+/// the stored ticks within the wrap rule; an armed tracker with any kind enabled fires at
+/// least that often by itself. A tracker left unarmed for longer should be replaced with a
+/// fresh [`new`](IdleTracker::new) one.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct IdleTracker {
     last_read: Tick,
     last_write: Tick,
-    /// The tick of each kind's last event; meaningful only where `fired` has the kind's bit.
+    /// The tick of each kind's last event, or of the tracker's creation before the first
+    /// one. Either way, activity at or after it is "activity since the last event", and
+    /// a period after it is the earliest the next event may come.
     fired_at: [Tick; 3],
     key: Option<TimerKey>,
-    fired: u8,
 }
 
 impl IdleTracker {
@@ -244,7 +247,6 @@ impl IdleTracker {
             last_write: now,
             fired_at: [now; 3],
             key: None,
-            fired: 0,
         }
     }
 
@@ -292,14 +294,16 @@ impl IdleTracker {
     /// The earliest tick at which an enabled kind will be idle, given the activity recorded
     /// so far; `None` if every kind is disabled.
     #[must_use]
+    #[inline]
     pub fn next_deadline(&self, cfg: &IdleConfig) -> Option<Tick> {
-        IdleKind::EVERY
-            .iter()
-            .filter_map(|&kind| {
-                cfg.period(kind)
-                    .map(|period| self.deadline_of(kind, self.last_activity(kind), period))
-            })
-            .reduce(Tick::earliest)
+        let mut next = None;
+        for kind in IdleKind::EVERY {
+            if let Some(period) = cfg.period(kind) {
+                let due = self.due(kind, self.last_activity(kind), period);
+                next = Some(earliest(next, due));
+            }
+        }
+        next
     }
 
     /// Creates or moves the tracker's one wheel entry to the earliest of
@@ -345,25 +349,56 @@ impl IdleTracker {
         if self.key != Some(fired) {
             return IdleEvents::NONE;
         }
-        // The wheel already removed the entry; rescheduling the old key would be wrong.
-        self.key = None;
         self.normalize(now);
         let mut events = IdleEvents::NONE;
-        for kind in IdleKind::EVERY {
-            let Some(period) = cfg.period(kind) else {
-                continue;
-            };
-            let last = self.last_activity(kind);
-            if self.deadline_of(kind, last, period).is_at_or_before(now) {
-                let fired_before = self.fired & kind.bit() != 0;
-                let first = !fired_before || last.is_at_or_after(self.fired_at[kind as usize]);
-                events.push(kind, first);
-                self.fired_at[kind as usize] = now;
-                self.fired |= kind.bit();
-            }
-        }
-        self.schedule(cfg, wheel, value, extra);
+        let mut next = extra;
+        // One pass decides the events and the next deadline; spelled out per kind so that
+        // disabled kinds cost one test each.
+        let all = self.last_read.latest(self.last_write);
+        self.check(
+            IdleKind::Read,
+            cfg,
+            self.last_read,
+            now,
+            &mut events,
+            &mut next,
+        );
+        self.check(
+            IdleKind::Write,
+            cfg,
+            self.last_write,
+            now,
+            &mut events,
+            &mut next,
+        );
+        self.check(IdleKind::All, cfg, all, now, &mut events, &mut next);
+        // The wheel already removed the fired entry, so this is a fresh insert, not a move.
+        self.key = next.map(|at| wheel.insert(at, value));
         events
+    }
+
+    /// Decides whether `kind`, last active at `last`, is idle at `now`: records the event,
+    /// and folds the kind's next deadline into `next`.
+    #[inline(always)]
+    fn check(
+        &mut self,
+        kind: IdleKind,
+        cfg: &IdleConfig,
+        last: Tick,
+        now: Tick,
+        events: &mut IdleEvents,
+        next: &mut Option<Tick>,
+    ) {
+        let Some(period) = cfg.period(kind) else {
+            return;
+        };
+        let mut due = self.due(kind, last, period);
+        if due.is_at_or_before(now) {
+            events.push(kind, last.is_at_or_after(self.fired_at[kind as usize]));
+            self.fired_at[kind as usize] = now;
+            due = now.wrapping_add(period);
+        }
+        *next = Some(earliest(*next, due));
     }
 
     #[inline]
@@ -378,13 +413,9 @@ impl IdleTracker {
     /// When `kind` is next due: a period after its last activity, or after its last event
     /// if that was later (so idle events repeat once per period).
     #[inline]
-    fn deadline_of(&self, kind: IdleKind, last: Tick, period: u32) -> Tick {
-        let since = if self.fired & kind.bit() != 0 {
-            last.latest(self.fired_at[kind as usize])
-        } else {
-            last
-        };
-        since.wrapping_add(period)
+    fn due(&self, kind: IdleKind, last: Tick, period: u32) -> Tick {
+        last.latest(self.fired_at[kind as usize])
+            .wrapping_add(period)
     }
 
     fn schedule(&mut self, cfg: &IdleConfig, wheel: &mut Wheel, value: u32, extra: Option<Tick>) {
@@ -418,6 +449,11 @@ impl IdleTracker {
         pull(&mut self.last_write);
         self.fired_at.iter_mut().for_each(pull);
     }
+}
+
+#[inline]
+fn earliest(a: Option<Tick>, b: Tick) -> Tick {
+    a.map_or(b, |a| a.earliest(b))
 }
 
 #[cfg(test)]
@@ -513,7 +549,7 @@ mod tests {
 
     #[test]
     fn tracker_is_small() {
-        assert_eq!(std::mem::size_of::<IdleTracker>(), 28);
+        assert_eq!(std::mem::size_of::<IdleTracker>(), 24);
         assert!(std::mem::size_of::<IdleConfig>() <= 24);
         assert_eq!(std::mem::size_of::<IdleEvents>(), 1);
     }
@@ -822,5 +858,56 @@ mod tests {
                 },
             ]
         );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Polled every tick, the tracker emits exactly what a naive per-tick check of every
+        /// kind would, whatever the activity pattern, periods and starting tick.
+        #[test]
+        fn matches_a_per_tick_model(
+            periods in proptest::array::uniform3(proptest::option::of(1u32..24)),
+            start in proptest::prop_oneof![
+                proptest::strategy::Just(0u32),
+                u32::MAX - 100..=u32::MAX,
+                proptest::prelude::any::<u32>(),
+            ],
+            activity in proptest::collection::vec(0u8..8, 1..300),
+        ) {
+            let cfg = IdleConfig::from_ticks(periods[0], periods[1], periods[2]);
+            let start = Tick(start);
+            let mut sim = Sim::starting_at(cfg, start);
+            // The model: last activity and last event per kind, checked on every tick.
+            let mut last = [start; 3];
+            let mut event: [Option<Tick>; 3] = [None; 3];
+            let mut expected = Vec::new();
+            for &act in &activity {
+                sim.step();
+                let now = sim.now;
+                for kind in IdleKind::EVERY {
+                    let k = kind as usize;
+                    let Some(period) = cfg.period(kind) else { continue };
+                    let base = event[k].map_or(last[k], |e| last[k].latest(e));
+                    if now.since(base) >= period as i32 {
+                        let first = event[k].is_none_or(|e| last[k].is_at_or_after(e));
+                        expected.push((now.0, kind, first));
+                        event[k] = Some(now);
+                    }
+                }
+                // 1: read, 2: write, 3: both; anything else: silence (most ticks).
+                if act & 1 != 0 && act < 4 {
+                    sim.read();
+                    last[0] = now;
+                    last[2] = now;
+                }
+                if act & 2 != 0 && act < 4 {
+                    sim.write();
+                    last[1] = now;
+                    last[2] = now;
+                }
+            }
+            proptest::prop_assert_eq!(sim.take(), expected);
+        }
     }
 }

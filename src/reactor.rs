@@ -55,11 +55,17 @@ pub struct ListenConfig {
     /// Pending-connection queue length (`listen(2)` backlog). Default 1024: a reconnect
     /// storm of thousands of clients must not overflow it (mio's own default is 128).
     pub backlog: i32,
+    /// Accept connections in raw mode (bytes in, bytes out; see
+    /// [`Engine::handle_accept_raw`]). Default false: the liveline protocol.
+    pub raw: bool,
 }
 
 impl Default for ListenConfig {
     fn default() -> Self {
-        ListenConfig { backlog: 1024 }
+        ListenConfig {
+            backlog: 1024,
+            raw: false,
+        }
     }
 }
 
@@ -113,6 +119,7 @@ struct Sock {
 struct Listener {
     inner: TcpListener,
     addr: SocketAddr,
+    raw: bool,
 }
 
 /// The event loop. See the [module docs](self).
@@ -193,7 +200,11 @@ impl Reactor {
         self.poll
             .registry()
             .register(&mut inner, token, Interest::READABLE)?;
-        self.listeners.push(Some(Listener { inner, addr }));
+        self.listeners.push(Some(Listener {
+            inner,
+            addr,
+            raw: cfg.raw,
+        }));
         info!("listening on {addr}");
         Ok(addr)
     }
@@ -340,7 +351,12 @@ impl Reactor {
             };
             match l.inner.accept() {
                 Ok((stream, peer)) => {
-                    let conn = match self.engine.handle_accept(self.now) {
+                    let accepted = if l.raw {
+                        self.engine.handle_accept_raw(self.now)
+                    } else {
+                        self.engine.handle_accept(self.now)
+                    };
+                    let conn = match accepted {
                         Ok(conn) => conn,
                         Err(reason) => {
                             debug!("refused {peer}: {reason}");

@@ -12,6 +12,7 @@
 //!
 //! - [`Sim::stall`]: a link silently stops carrying bytes both ways, with no FIN (half-open);
 //! - [`Sim::reset`]: both ends see the connection fail;
+//! - [`Sim::fin`]: one end closes; the other sees the end after what was in flight;
 //! - [`Sim::partition`]: no bytes and no new connections between two nodes;
 //! - [`Sim::kill`]: a node dies; its peers see their connections reset, and connecting to
 //!   its address is refused;
@@ -242,6 +243,18 @@ impl Sim {
         };
         for end in l.ends {
             self.end_closed(end);
+        }
+    }
+
+    /// The node closes its end of `conn` (FIN) without its engine knowing: the peer sees
+    /// the end after the bytes already in flight; the node's engine sees its connection
+    /// fail.
+    pub fn fin(&mut self, node: NodeId, conn: ConnId) {
+        if let Some((link, side)) = self.nodes[node.0].ends.remove(&conn) {
+            if self.links.contains_key(&link.0) {
+                self.schedule_fin(link.0, side);
+            }
+            self.nodes[node.0].engine.handle_closed(conn, self.now);
         }
     }
 

@@ -18,17 +18,21 @@
 //!
 //! - **Stored deadline.** [`insert`] and [`reschedule`] store `deadline` unchanged, except
 //!   that a deadline before the cursor (in the past, or on a tick already processed) is
-//!   stored as the cursor, and one more than [`MAX_DELAY`] ticks after the cursor is stored
-//!   as cursor + `MAX_DELAY`. [`deadline`](Wheel::deadline) reports the stored value.
+//!   stored as the cursor, and a deadline more than [`MAX_DELAY`] ticks after the cursor
+//!   is stored as cursor + `MAX_DELAY`. [`deadline`](Wheel::deadline) reports the stored
+//!   value.
 //! - **Never early.** `poll(now)` returns only entries whose stored deadline is `<= now`.
 //! - **On time.** An entry with stored deadline `d` is returned by the first `poll(now)`
 //!   with `now >= d`, unless that call reached its `max` first; then the cursor stays at
 //!   the unfinished tick and a later poll returns it.
 //!
 //! So a timer inserted for a tick that is already processed fires on the first poll of a
-//! later tick. With [`Clock`](crate::time::Clock) rounding (see its documentation), a timer
-//! never fires early in wall time and, if the driver polls every tick, at most one tick
-//! late.
+//! later tick. In wall time: a deadline computed with
+//! [`Clock::deadline_after`](crate::time::Clock::deadline_after), polled with
+//! [`Clock::tick_of`](crate::time::Clock::tick_of) of the current instant, never fires
+//! early, and less than one tick late (plus the driver's wake-up latency) when the driver
+//! sleeps until the start of [`next_deadline`](Wheel::next_deadline)'s tick, which
+//! [`Clock::until`](crate::time::Clock::until) computes.
 //!
 //! Entries returned by one poll, or by a sequence of capped polls, come in slot order from
 //! the cursor, which is deadline order only among entries less than one rotation ahead.
@@ -215,27 +219,30 @@ impl Wheel {
     /// # Panics
     ///
     /// If about 4.29 billion timers are live at once (64 GiB of entries).
+    #[inline]
     pub fn insert(&mut self, deadline: Tick, value: u32) -> TimerKey {
         let deadline = self.clamp(deadline);
+        let slot = (deadline & self.mask) as usize;
+        let head = self.heads[slot];
+        let entry = Entry {
+            deadline,
+            next: head,
+            prev: NIL,
+            value,
+        };
         let index = if self.free != NIL {
             let index = self.free;
-            self.free = self.entries[index as usize].next;
+            let record = &mut self.entries[index as usize];
+            self.free = record.next;
+            *record = entry;
             index
         } else {
             let index = self.entries.len();
             assert!(index < MAX_ENTRIES, "Wheel: too many live timers");
-            self.entries.push(Entry {
-                deadline: 0,
-                next: NIL,
-                prev: NIL,
-                value: 0,
-            });
+            self.entries.push(entry);
             index as u32
         };
-        let entry = &mut self.entries[index as usize];
-        entry.deadline = deadline;
-        entry.value = value;
-        self.link(index);
+        self.link_front(slot, head, index);
         self.len += 1;
         TimerKey::from_index(index)
     }
@@ -244,15 +251,16 @@ impl Wheel {
     ///
     /// `key` must not have been recycled by a later insert (see the
     /// [module documentation](self)); a vacant key is harmless.
+    #[inline]
     pub fn cancel(&mut self, key: TimerKey) -> Option<u32> {
         let index = key.index();
-        let value = match self.entries.get(index) {
-            Some(entry) if entry.prev != VACANT => entry.value,
+        let entry = match self.entries.get(index) {
+            Some(&entry) if entry.prev != VACANT => entry,
             _ => return None,
         };
-        self.unlink(index as u32);
+        self.unlink(index as u32, entry);
         self.release(index as u32);
-        Some(value)
+        Some(entry.value)
     }
 
     /// Moves a live timer to a new deadline (clamped like [`insert`](Wheel::insert)'s);
@@ -260,19 +268,25 @@ impl Wheel {
     ///
     /// Cheaper than cancel plus insert: the key and value stay, and a deadline in the same
     /// slot does not relink anything.
+    #[inline]
     pub fn reschedule(&mut self, key: TimerKey, deadline: Tick) -> bool {
         let index = key.index();
-        let old = match self.entries.get(index) {
-            Some(entry) if entry.prev != VACANT => entry.deadline,
+        let entry = match self.entries.get(index) {
+            Some(&entry) if entry.prev != VACANT => entry,
             _ => return false,
         };
         let deadline = self.clamp(deadline);
-        if (deadline ^ old) & self.mask == 0 {
+        if (deadline ^ entry.deadline) & self.mask == 0 {
             self.entries[index].deadline = deadline;
         } else {
-            self.unlink(index as u32);
-            self.entries[index].deadline = deadline;
-            self.link(index as u32);
+            self.unlink(index as u32, entry);
+            let slot = (deadline & self.mask) as usize;
+            let head = self.heads[slot];
+            let record = &mut self.entries[index];
+            record.deadline = deadline;
+            record.next = head;
+            record.prev = NIL;
+            self.link_front(slot, head, index as u32);
         }
         true
     }
@@ -307,11 +321,32 @@ impl Wheel {
     /// slot passed (including entries due on a later rotation), over at most one rotation
     /// however far `now` has jumped. Never allocates, except to grow `out` (reserve `max`
     /// in it to avoid that).
+    #[inline]
     pub fn poll(&mut self, now: Tick, out: &mut Vec<(TimerKey, u32)>, max: usize) -> usize {
         let ahead = now.since(Tick(self.cursor));
         if ahead < 0 {
             return 0;
         }
+        if ahead == 0 {
+            // A driver that polls every tick mostly lands here: one bit says the slot is
+            // empty, without a call into the general path.
+            let slot = self.cursor & self.mask;
+            if self.occupied[(slot >> 6) as usize] & (1 << (slot & 63)) == 0 {
+                self.cursor = self.cursor.wrapping_add(1);
+                return 0;
+            }
+        }
+        self.poll_slots(now, ahead as u32, out, max)
+    }
+
+    /// The general case of [`poll`](Wheel::poll): `ahead` is `now - cursor`, not negative.
+    fn poll_slots(
+        &mut self,
+        now: Tick,
+        ahead: u32,
+        out: &mut Vec<(TimerKey, u32)>,
+        max: usize,
+    ) -> usize {
         let done = now.0.wrapping_add(1);
         if self.len == 0 {
             self.cursor = done;
@@ -319,7 +354,7 @@ impl Wheel {
         }
         // Visiting one full rotation reaches every slot: beyond that, jumping ahead is free
         // because entries are compared with `now`, not with the tick being visited.
-        let mut remaining = (ahead as u32).saturating_add(1).min(self.mask + 1);
+        let mut remaining = ahead.saturating_add(1).min(self.mask + 1);
         let mut tick = self.cursor;
         let mut fired = 0;
         while let Some(skip) = self.scan(tick & self.mask, remaining) {
@@ -333,7 +368,7 @@ impl Wheel {
                         self.cursor = tick;
                         return fired;
                     }
-                    self.unlink(index);
+                    self.unlink(index, entry);
                     self.release(index);
                     out.push((TimerKey::from_index(index), entry.value));
                     fired += 1;
@@ -379,14 +414,10 @@ impl Wheel {
         }
     }
 
-    /// Pushes a record whose deadline is set onto the front of its slot's list.
+    /// Completes putting record `index` at the front of `slot`, whose old head was `head`;
+    /// the record itself already points at `head`.
     #[inline]
-    fn link(&mut self, index: u32) {
-        let slot = (self.entries[index as usize].deadline & self.mask) as usize;
-        let head = self.heads[slot];
-        let entry = &mut self.entries[index as usize];
-        entry.prev = NIL;
-        entry.next = head;
+    fn link_front(&mut self, slot: usize, head: u32, index: u32) {
         if head == NIL {
             self.occupied[slot >> 6] |= 1 << (slot & 63);
         } else {
@@ -395,15 +426,17 @@ impl Wheel {
         self.heads[slot] = index;
     }
 
-    /// Takes a live record out of its slot's list.
+    /// Takes live record `index`, whose current contents are `entry`, out of its slot's
+    /// list.
     #[inline]
-    fn unlink(&mut self, index: u32) {
+    fn unlink(&mut self, index: u32, entry: Entry) {
         let Entry {
             deadline,
             next,
             prev,
             ..
-        } = self.entries[index as usize];
+        } = entry;
+        debug_assert_eq!(self.entries[index as usize].prev, prev);
         if prev == NIL {
             // Only a head has no predecessor; its deadline says which head it is.
             let slot = (deadline & self.mask) as usize;

@@ -264,3 +264,43 @@ fn server_messages_still_arrive_after_failing_over_to_another_server() {
         assert_eq!(received(&w.sim)[3], b"b1");
     }
 }
+
+#[test]
+fn refuse_newer_policy_keeps_the_live_session() {
+    let cfg = liveline::config::Config {
+        duplicate_login: liveline::config::DuplicateLogin::RefuseNewer,
+        ..default_config()
+    };
+    let mut w = World::new(10, 1, cfg);
+    let first = w.client("erin", &[0]);
+    assert!(w.sim.run_until(SECOND, |s| active(s, first)));
+    let second = w.client("erin", &[0]);
+    w.sim.run_for(SECOND);
+    assert!(active(&mut w.sim, first), "the live session stays");
+    assert!(!active(&mut w.sim, second));
+    let refused = w.sim.events(second.0).iter().any(|e| {
+        matches!(e, Event::ClientState { client, state: ClientState::Backoff, reason: Some(r), .. }
+            if *client == second.1 && r.code == Code::STALE_SESSION)
+    });
+    assert!(refused);
+}
+
+#[test]
+fn a_fin_from_the_server_side_moves_the_client() {
+    let mut w = World::new(14, 2, default_config());
+    let client = w.client("fay", &[0, 1]);
+    assert!(w.sim.run_until(SECOND, |s| active(s, client)));
+    let conn = w
+        .sim
+        .events(w.servers[0])
+        .iter()
+        .find_map(|e| match e {
+            Event::SessionOpened { conn, .. } => Some(*conn),
+            _ => None,
+        })
+        .unwrap();
+    let id = w.send(client, b"in flight before the FIN");
+    w.sim.fin(w.servers[0], conn);
+    assert!(w.sim.run_until(SECOND * 2, |s| acked(s, client, id)));
+    assert!(active(&mut w.sim, client));
+}
