@@ -136,6 +136,8 @@ pub struct Reactor {
     again: Vec<ConnId>,
     ready: Vec<(Token, bool, bool)>,
     accept_paused_until: Option<Instant>,
+    /// In an episode of descriptor exhaustion (logged once per episode).
+    out_of_fds: bool,
     stopping: bool,
     now: Instant,
 }
@@ -159,6 +161,7 @@ impl Reactor {
             again: Vec::new(),
             ready: Vec::new(),
             accept_paused_until: None,
+            out_of_fds: false,
             stopping: false,
             now,
             poll,
@@ -351,6 +354,10 @@ impl Reactor {
             };
             match l.inner.accept() {
                 Ok((stream, peer)) => {
+                    if self.out_of_fds {
+                        self.out_of_fds = false;
+                        info!("file descriptors available: accepting again");
+                    }
                     let accepted = if l.raw {
                         self.engine.handle_accept_raw(self.now)
                     } else {
@@ -373,8 +380,11 @@ impl Reactor {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_fd_exhaustion(&e) => {
                     // Accepting again at once would spin: the pending connection stays
-                    // queued until a descriptor frees up.
-                    warn!("accept paused for {ACCEPT_PAUSE:?}: {e}");
+                    // queued until a descriptor frees up (a close, or the retry timer).
+                    if !self.out_of_fds {
+                        self.out_of_fds = true;
+                        warn!("out of file descriptors ({e}): accepting paused, retrying every {ACCEPT_PAUSE:?} and whenever a connection closes");
+                    }
                     self.accept_paused_until = Some(self.now + ACCEPT_PAUSE);
                     return;
                 }
@@ -429,7 +439,15 @@ impl Reactor {
             if slot.as_ref().is_some_and(|s| s.id == conn) {
                 // Closing the descriptor also removes it from the epoll set.
                 *slot = None;
+                self.fd_freed();
             }
+        }
+    }
+
+    /// A descriptor was closed: if accepting is paused for lack of them, retry now.
+    fn fd_freed(&mut self) {
+        if self.accept_paused_until.is_some() {
+            self.accept_paused_until = Some(self.now);
         }
     }
 
@@ -483,6 +501,7 @@ impl Reactor {
             match sock.stream.read(&mut self.scratch) {
                 Ok(0) => {
                     self.sockets[id.index()] = None;
+                    self.fd_freed();
                     return self.engine.handle_closed(id, self.now);
                 }
                 Ok(n) => {

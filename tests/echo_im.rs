@@ -36,8 +36,13 @@ struct Proc {
 
 impl Proc {
     fn spawn(args: &[&str]) -> Proc {
-        let mut child = Command::new(example())
-            .args(args)
+        let mut cmd = Command::new(example());
+        cmd.args(args);
+        Proc::spawn_cmd(cmd)
+    }
+
+    fn spawn_cmd(mut cmd: Command) -> Proc {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -158,12 +163,19 @@ fn kill9_failover_keeps_messages_exactly_once_and_info_shows_the_new_server() {
     alice.send(":to bob hello bob");
     bob.expect(|l| l == "[alice -> you] hello bob");
 
+    let killed = Instant::now();
     a.kill9();
     // Sent while the server under both of them is gone.
     alice.send(":to bob sent during the failover");
     let on_b = format!("connected to {b_addr}");
     alice.expect(|l| l == on_b);
     bob.expect(|l| l == on_b);
+    // Both clients saw the reset, backed off (at most 200 ms) and logged in again.
+    let failover = killed.elapsed();
+    eprintln!(
+        "failover after kill -9: both clients on the other server {failover:?} after the kill"
+    );
+    assert!(failover < Duration::from_secs(2), "{failover:?}");
     bob.expect(|l| l == "[alice -> you] sent during the failover");
 
     // Anything still in flight has arrived once a later message has.
@@ -221,4 +233,59 @@ fn the_demo_runs_by_itself_and_reports_exactly_once() {
     demo.expect(|l| l.contains("exactly once: yes"));
     let status = demo.child.wait().unwrap();
     assert!(status.success());
+}
+
+/// CPU time (user + system) of a process so far, in clock ticks (1/100 s here).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn out_of_file_descriptors_pauses_accepting_serves_existing_clients_and_recovers() {
+    let addr = free_addr();
+    // A server process allowed 32 file descriptors.
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(format!(
+        "ulimit -n 32 && exec '{}' server --listen {addr} --log info",
+        example().display()
+    ));
+    let mut server = Proc::spawn_cmd(cmd);
+    server.expect(|l| l.starts_with("listening on"));
+    let mut alice = Proc::client("alice", &[addr]);
+    alice.expect(|l| l.starts_with("connected to"));
+
+    // More idle connections than the server has descriptors left.
+    let hogs: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    server.expect(|l| l.contains("out of file descriptors"));
+
+    // It still serves the client it has.
+    alice.send(":echo still served");
+    alice.expect(|l| l == "[echo] still served");
+
+    // And does not spin while the backlog waits: measure its CPU time over one second.
+    let pid = server.child.id();
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(pid) - before;
+    assert!(
+        used < 20,
+        "{used} ticks of CPU in one second while out of descriptors"
+    );
+    assert_eq!(
+        server.count(|l| l.contains("out of file descriptors")),
+        1,
+        "logged once per episode"
+    );
+
+    // Descriptors come back: a new client gets in.
+    drop(hogs);
+    let mut bob = Proc::client("bob", &[addr]);
+    bob.expect(|l| l.starts_with("connected to"));
+    server.expect(|l| l.contains("accepting again"));
+    bob.send(":echo in");
+    bob.expect(|l| l == "[echo] in");
 }
