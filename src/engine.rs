@@ -52,11 +52,12 @@ use crate::reliable::{RecvState, SendQueue};
 use crate::time::{Clock, Tick};
 use crate::wheel::{TimerKey, Wheel};
 use bytes::{Buf, Bytes, BytesMut};
-use hashbrown::HashMap;
+use hashbrown::{DefaultHashBuilder, HashTable};
 use log::{debug, info, warn};
 use slab::Slab;
 use std::collections::VecDeque;
 use std::fmt;
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -331,15 +332,27 @@ enum Role {
     Raw,
 }
 
+/// A connection's receive buffer (a partial frame) and send buffer. Idle connections hold
+/// none; a connection takes a pair from the engine's pool when bytes arrive or are queued
+/// and gives it back when both are empty again, so that steady traffic allocates nothing.
+#[derive(Default)]
+struct Buffers {
+    inbuf: BytesMut,
+    out: BytesMut,
+}
+
+/// Buffer pairs kept for reuse, and the largest pair worth keeping.
+const POOL_MAX: usize = 1024;
+const POOLED_CAPACITY_MAX: usize = 64 * 1024;
+
 struct Conn {
     gen: u32,
     state: ConnState,
     role: Role,
     idle: IdleTracker,
     decoder: Decoder,
-    /// Only a partial frame waits here; empty (unallocated) otherwise.
-    inbuf: BytesMut,
-    out: BytesMut,
+    /// Present only while bytes wait in either direction; see [`Buffers`].
+    bufs: Option<Box<Buffers>>,
     /// Handshake, connect or linger deadline, by state.
     deadline: Option<Tick>,
     congested: bool,
@@ -400,7 +413,9 @@ pub struct Engine {
     conns: Slab<Conn>,
     clients: Slab<Client>,
     records: Slab<Record>,
-    by_identity: HashMap<Text, u32>,
+    /// Record indices by identity; the identity itself is kept once, in the record.
+    by_identity: HashTable<u32>,
+    hasher: DefaultHashBuilder,
     next_gen: u32,
     rng: Rng,
     hello_hook: Option<HelloHook>,
@@ -411,6 +426,10 @@ pub struct Engine {
     fired: Vec<(TimerKey, u32)>,
     /// Receive buffer shared by raw-mode connections.
     raw_in: BytesMut,
+    /// Boxed because the same boxes move into connections (`Option<Box<Buffers>>`, one
+    /// word while idle) and back, without copying their contents.
+    #[allow(clippy::vec_box)]
+    pool: Vec<Box<Buffers>>,
 }
 
 impl Engine {
@@ -431,7 +450,8 @@ impl Engine {
             conns: Slab::new(),
             clients: Slab::new(),
             records: Slab::new(),
-            by_identity: HashMap::new(),
+            by_identity: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
             next_gen: 1,
             rng: Rng::new(seed),
             hello_hook: None,
@@ -441,6 +461,7 @@ impl Engine {
             events: VecDeque::new(),
             fired: Vec::new(),
             raw_in: BytesMut::new(),
+            pool: Vec::new(),
             cfg,
         }
     }
@@ -512,8 +533,7 @@ impl Engine {
             role,
             idle: IdleTracker::new(self.tick),
             decoder: Decoder::new(self.cfg.max_frame_len),
-            inbuf: BytesMut::new(),
-            out: BytesMut::new(),
+            bufs: None,
             deadline,
             congested: false,
             pending_transmit: false,
@@ -653,10 +673,13 @@ impl Engine {
             self.events.push_back(Event::Raw { conn, data });
             return;
         }
-        c.inbuf.extend_from_slice(bytes);
+        let pool = &mut self.pool;
+        let b = c.bufs.get_or_insert_with(|| pool.pop().unwrap_or_default());
+        b.inbuf.extend_from_slice(bytes);
         loop {
             let c = &mut self.conns[index];
-            match c.decoder.decode(&mut c.inbuf) {
+            let Some(b) = c.bufs.as_mut() else { return };
+            match c.decoder.decode(&mut b.inbuf) {
                 Ok(Some(frame)) => {
                     self.on_frame(index, frame);
                     // The frame may have closed the connection.
@@ -675,10 +698,29 @@ impl Engine {
                 }
             }
         }
-        let c = &mut self.conns[index];
-        if c.inbuf.is_empty() && c.decoder.is_idle() {
-            // Idle connections hold no receive buffer.
-            c.inbuf = BytesMut::new();
+        self.recycle(index);
+    }
+
+    /// Gives the connection's buffers back to the pool if nothing waits in them.
+    fn recycle(&mut self, index: usize) {
+        let Some(c) = self.conns.get_mut(index) else {
+            return;
+        };
+        let idle = c
+            .bufs
+            .as_ref()
+            .is_some_and(|b| b.inbuf.is_empty() && b.out.is_empty() && c.decoder.is_idle());
+        if !idle {
+            return;
+        }
+        if let Some(mut b) = c.bufs.take() {
+            if self.pool.len() < POOL_MAX
+                && b.inbuf.capacity() + b.out.capacity() <= POOLED_CAPACITY_MAX
+            {
+                b.inbuf.clear();
+                b.out.clear();
+                self.pool.push(b);
+            }
         }
     }
 
@@ -691,25 +733,27 @@ impl Engine {
         let index = conn.index as usize;
         let low = self.cfg.outbound_low_water;
         let c = &mut self.conns[index];
-        let n = n.min(c.out.len());
+        let Some(b) = c.bufs.as_mut() else { return };
+        let n = n.min(b.out.len());
         if n > 0 {
             // Progress on a pending write counts as write activity (observeOutput).
             c.idle.record_write(self.tick);
-            c.out.advance(n);
+            b.out.advance(n);
         }
-        if c.out.is_empty() {
-            c.out = BytesMut::new();
-        }
-        if c.congested && c.out.len() <= low {
+        let queued = b.out.len();
+        if c.congested && queued <= low {
             c.congested = false;
             self.events.push_back(Event::Backpressure {
                 conn,
                 congested: false,
             });
         }
-        let c = &self.conns[index];
-        if c.state == ConnState::Closing && c.out.is_empty() {
-            self.release(index);
+        if queued == 0 {
+            if self.conns[index].state == ConnState::Closing {
+                self.release(index);
+            } else {
+                self.recycle(index);
+            }
         }
     }
 
@@ -738,7 +782,11 @@ impl Engine {
 
     /// The next socket operation for the driver.
     pub fn poll_io(&mut self) -> Option<Io> {
-        self.io.pop_front()
+        let io = self.io.pop_front();
+        if io.is_none() {
+            shrink_idle_queue(&mut self.io);
+        }
+        io
     }
 
     /// The next connection with bytes to write.
@@ -750,22 +798,29 @@ impl Engine {
                 .filter(|c| c.gen == id.gen)
             {
                 c.pending_transmit = false;
-                if !c.out.is_empty() {
+                if c.bufs.as_ref().is_some_and(|b| !b.out.is_empty()) {
                     return Some(id);
                 }
             }
         }
+        shrink_idle_queue(&mut self.transmit);
         None
     }
 
     /// The bytes waiting to be written to `conn` (empty if none or gone).
     pub fn outbound(&self, conn: ConnId) -> &[u8] {
-        self.conn(conn).map_or(&[], |c| &c.out[..])
+        self.conn(conn)
+            .and_then(|c| c.bufs.as_ref())
+            .map_or(&[], |b| &b.out[..])
     }
 
     /// The next application event.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if event.is_none() {
+            shrink_idle_queue(&mut self.events);
+        }
+        event
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should be called next (it may be
@@ -794,7 +849,7 @@ impl Engine {
             return Err(SendError::NotActive);
         }
         let index = conn.index as usize;
-        self.conns[index].out.extend_from_slice(bytes);
+        self.out_buf(index).extend_from_slice(bytes);
         self.after_queue(index);
         Ok(())
     }
@@ -977,12 +1032,24 @@ impl Engine {
         }
     }
 
+    /// The connection's send buffer, taking a buffer pair from the pool if it has none.
+    /// The connection must exist.
+    fn out_buf(&mut self, index: usize) -> &mut BytesMut {
+        let pool = &mut self.pool;
+        let c = &mut self.conns[index];
+        &mut c
+            .bufs
+            .get_or_insert_with(|| pool.pop().unwrap_or_default())
+            .out
+    }
+
     fn queue_frame(&mut self, index: usize, frame: &Frame) {
         // The connection may have been dropped by an earlier frame of the same call.
-        let Some(c) = self.conns.get_mut(index) else {
+        if !self.conns.contains(index) {
             return;
-        };
-        if let Err(e) = self.encoder.encode(frame, &mut c.out) {
+        }
+        let encoder = self.encoder;
+        if let Err(e) = encoder.encode(frame, self.out_buf(index)) {
             warn!("c{index}: frame not sent: {e}");
             return;
         }
@@ -990,9 +1057,12 @@ impl Engine {
     }
 
     fn queue_data(&mut self, index: usize, payload: &[u8]) -> Result<(), SendError> {
-        let c = self.conns.get_mut(index).ok_or(SendError::Gone)?;
-        self.encoder
-            .encode_data(payload, &mut c.out)
+        if !self.conns.contains(index) {
+            return Err(SendError::Gone);
+        }
+        let encoder = self.encoder;
+        encoder
+            .encode_data(payload, self.out_buf(index))
             .map_err(|_| SendError::TooLarge)?;
         self.after_queue(index);
         Ok(())
@@ -1000,10 +1070,14 @@ impl Engine {
 
     fn queue_message(&mut self, index: usize, id: u64, payload: &[u8]) {
         // The connection may have been dropped by an earlier frame of the same call.
-        let Some(c) = self.conns.get_mut(index) else {
+        if !self.conns.contains(index) {
             return;
-        };
-        if self.encoder.encode_message(id, payload, &mut c.out).is_ok() {
+        }
+        let encoder = self.encoder;
+        if encoder
+            .encode_message(id, payload, self.out_buf(index))
+            .is_ok()
+        {
             self.after_queue(index);
         }
     }
@@ -1017,7 +1091,7 @@ impl Engine {
             c.pending_transmit = true;
             self.transmit.push_back(id);
         }
-        let queued = c.out.len();
+        let queued = c.bufs.as_ref().map_or(0, |b| b.out.len());
         if queued > cap {
             warn!("{id}: dropped: {queued} bytes queued for a peer that does not read");
             let reason = Reason::new(Code::SLOW_CONSUMER, "outbound cap exceeded");
@@ -1151,7 +1225,13 @@ impl Engine {
         }
         // One live session per identity: a newer login replaces the older one, but a stale
         // reconnect of the same instance never evicts its own newer session.
-        let record = match self.by_identity.get(&hello.identity).copied() {
+        let hash = self.hasher.hash_one(hello.identity.as_str());
+        let records = &self.records;
+        let found = self
+            .by_identity
+            .find(hash, |&r| records[r as usize].identity == hello.identity)
+            .copied();
+        let record = match found {
             Some(r) => {
                 let rec = &self.records[r as usize];
                 let live = rec.conn.filter(|&c| self.live(c));
@@ -1194,7 +1274,9 @@ impl Engine {
             None => {
                 let session = self.new_session_id();
                 let r = self.records.insert(Record {
-                    identity: hello.identity.clone(),
+                    // Its own small allocation: a slice of the receive buffer would keep
+                    // that whole buffer alive for as long as the record lives.
+                    identity: hello.identity.compact(),
                     instance: hello.instance,
                     attempt: hello.attempt,
                     session,
@@ -1202,7 +1284,10 @@ impl Engine {
                     recv: RecvState::default(),
                     send: SendQueue::new(),
                 }) as u32;
-                self.by_identity.insert(hello.identity.clone(), r);
+                let (records, hasher) = (&self.records, &self.hasher);
+                self.by_identity.insert_unique(hash, r, |&r| {
+                    hasher.hash_one(records[r as usize].identity.as_str())
+                });
                 r
             }
         };
@@ -1228,9 +1313,10 @@ impl Engine {
             self.queue_message(index, id, &payload);
         }
         debug!("{conn}: session {session} open for {}", hello.identity);
+        let identity = self.records[record as usize].identity.clone();
         self.events.push_back(Event::SessionOpened {
             conn,
-            identity: hello.identity,
+            identity,
             instance: hello.instance,
             session,
         });
@@ -1308,8 +1394,10 @@ impl Engine {
         let c = &mut self.conns[index];
         c.state = ConnState::Closing;
         c.deadline = Some(deadline);
-        c.inbuf = BytesMut::new();
-        if c.out.is_empty() {
+        if let Some(b) = c.bufs.as_mut() {
+            b.inbuf.clear();
+        }
+        if c.bufs.as_ref().is_none_or(|b| b.out.is_empty()) {
             self.release(index);
         } else {
             self.rearm(index);
@@ -1577,6 +1665,15 @@ enum Lost {
     Quiet,
 }
 
+/// After a burst (a reconnect storm queues an event per client), an output queue keeps
+/// the capacity it grew to; give most of it back once the queue is drained.
+fn shrink_idle_queue<T>(q: &mut VecDeque<T>) {
+    const KEEP: usize = 1024;
+    if q.capacity() > 4 * KEEP {
+        q.shrink_to(KEEP);
+    }
+}
+
 fn duration_ms(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
@@ -1590,7 +1687,8 @@ mod tests {
         // Slab slots add a discriminant to these; the wheel entry is 16 bytes more.
         let conn = std::mem::size_of::<Conn>();
         let record = std::mem::size_of::<Record>();
-        eprintln!("conn {conn} B, record {record} B");
+        let client = std::mem::size_of::<Client>();
+        eprintln!("conn {conn} B, record {record} B, client {client} B");
         assert!(conn <= 160, "{conn}");
         assert!(record <= 160, "{record}");
     }

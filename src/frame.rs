@@ -195,6 +195,12 @@ impl Text {
         Text(Bytes::from_static(s.as_bytes()))
     }
 
+    /// A copy in an allocation of its own, exactly as long as the text, so that keeping it
+    /// does not keep a larger buffer (such as the receive buffer it was parsed from) alive.
+    pub fn compact(&self) -> Text {
+        Text(Bytes::copy_from_slice(&self.0))
+    }
+
     /// The text.
     pub fn as_str(&self) -> &str {
         // Validated in every constructor; the fallback is unreachable and avoids a panic path.
