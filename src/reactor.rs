@@ -17,12 +17,13 @@
 
 use crate::config::Config;
 use crate::engine::{ConnId, Engine, Event, Io};
+use hashbrown::HashMap;
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,6 +56,9 @@ pub struct ListenConfig {
     /// Pending-connection queue length (`listen(2)` backlog). Default 1024: a reconnect
     /// storm of thousands of clients must not overflow it (mio's own default is 128).
     pub backlog: i32,
+    /// Connections one peer IP address may hold on this listener at once; more are closed
+    /// as soon as they are accepted. Default `None`: no limit.
+    pub max_per_ip: Option<u32>,
     /// Accept connections in raw mode (bytes in, bytes out; see
     /// [`Engine::handle_accept_raw`]). Default false: the liveline protocol.
     pub raw: bool,
@@ -64,6 +68,7 @@ impl Default for ListenConfig {
     fn default() -> Self {
         ListenConfig {
             backlog: 1024,
+            max_per_ip: None,
             raw: false,
         }
     }
@@ -114,12 +119,15 @@ struct Sock {
     id: ConnId,
     stream: TcpStream,
     connecting: bool,
+    /// For accepted sockets: the peer's address, counted in the per-address limit.
+    peer_ip: Option<IpAddr>,
 }
 
 struct Listener {
     inner: TcpListener,
     addr: SocketAddr,
     raw: bool,
+    max_per_ip: Option<u32>,
 }
 
 /// The event loop. See the [module docs](self).
@@ -138,6 +146,8 @@ pub struct Reactor {
     accept_paused_until: Option<Instant>,
     /// In an episode of descriptor exhaustion (logged once per episode).
     out_of_fds: bool,
+    /// Open accepted connections per peer address, for listeners with a per-address limit.
+    per_ip: HashMap<IpAddr, u32>,
     stopping: bool,
     now: Instant,
 }
@@ -162,6 +172,7 @@ impl Reactor {
             ready: Vec::new(),
             accept_paused_until: None,
             out_of_fds: false,
+            per_ip: HashMap::new(),
             stopping: false,
             now,
             poll,
@@ -207,6 +218,7 @@ impl Reactor {
             inner,
             addr,
             raw: cfg.raw,
+            max_per_ip: cfg.max_per_ip,
         }));
         info!("listening on {addr}");
         Ok(addr)
@@ -358,6 +370,15 @@ impl Reactor {
                         self.out_of_fds = false;
                         info!("file descriptors available: accepting again");
                     }
+                    let ip = peer.ip();
+                    if let Some(max) = l.max_per_ip {
+                        let open = self.per_ip.get(&ip).copied().unwrap_or(0);
+                        if open >= max {
+                            debug!("refused {peer}: {open} connections from {ip} already");
+                            continue; // dropping the stream closes it
+                        }
+                    }
+                    let counted = l.max_per_ip.is_some();
                     let accepted = if l.raw {
                         self.engine.handle_accept_raw(self.now)
                     } else {
@@ -371,7 +392,8 @@ impl Reactor {
                         }
                     };
                     let _ = stream.set_nodelay(true);
-                    if let Err(e) = self.add_socket(conn, stream, false) {
+                    let peer_ip = counted.then_some(ip);
+                    if let Err(e) = self.add_socket(conn, stream, false, peer_ip) {
                         warn!("cannot register {peer}: {e}");
                         self.engine.handle_closed(conn, self.now);
                     }
@@ -398,7 +420,7 @@ impl Reactor {
 
     fn connect(&mut self, conn: ConnId, addr: SocketAddr) {
         let result =
-            TcpStream::connect(addr).and_then(|stream| self.add_socket(conn, stream, true));
+            TcpStream::connect(addr).and_then(|stream| self.add_socket(conn, stream, true, None));
         if let Err(e) = result {
             debug!("{conn}: connect to {addr}: {e}");
             self.engine.handle_connect_failed(conn, self.now);
@@ -413,6 +435,7 @@ impl Reactor {
         id: ConnId,
         mut stream: TcpStream,
         connecting: bool,
+        peer_ip: Option<IpAddr>,
     ) -> io::Result<()> {
         let index = id.index();
         if self.sockets.len() <= index {
@@ -420,16 +443,20 @@ impl Reactor {
         }
         // A socket still in the slot belongs to a connection the engine has released;
         // its close is queued. Closing it now keeps the slot for the new one.
-        self.sockets[index] = None;
+        self.remove_socket(index);
         self.poll.registry().register(
             &mut stream,
             Token(CONN_BASE + index),
             Interest::READABLE | Interest::WRITABLE,
         )?;
+        if let Some(ip) = peer_ip {
+            *self.per_ip.entry(ip).or_default() += 1;
+        }
         self.sockets[index] = Some(Sock {
             id,
             stream,
             connecting,
+            peer_ip,
         });
         Ok(())
     }
@@ -437,11 +464,27 @@ impl Reactor {
     fn drop_socket(&mut self, conn: ConnId) {
         if let Some(slot) = self.sockets.get_mut(conn.index()) {
             if slot.as_ref().is_some_and(|s| s.id == conn) {
-                // Closing the descriptor also removes it from the epoll set.
-                *slot = None;
-                self.fd_freed();
+                self.remove_socket(conn.index());
             }
         }
+    }
+
+    /// Closes the socket in slot `index`, if any (closing the descriptor also removes it
+    /// from the epoll set), and gives back what it counted.
+    fn remove_socket(&mut self, index: usize) {
+        let Some(sock) = self.sockets.get_mut(index).and_then(Option::take) else {
+            return;
+        };
+        if let Some(ip) = sock.peer_ip {
+            if let Some(n) = self.per_ip.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_ip.remove(&ip);
+                }
+            }
+        }
+        drop(sock);
+        self.fd_freed();
     }
 
     /// A descriptor was closed: if accepting is paused for lack of them, retry now.
@@ -464,7 +507,7 @@ impl Reactor {
                 Ok(None) => {}
                 Ok(Some(e)) | Err(e) => {
                     debug!("{id}: connect failed: {e}");
-                    self.sockets[index] = None;
+                    self.remove_socket(index);
                     return self.engine.handle_connect_failed(id, self.now);
                 }
             }
@@ -477,7 +520,7 @@ impl Reactor {
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
                 Err(e) => {
                     debug!("{id}: connect failed: {e}");
-                    self.sockets[index] = None;
+                    self.remove_socket(index);
                     return self.engine.handle_connect_failed(id, self.now);
                 }
             }
@@ -500,8 +543,7 @@ impl Reactor {
             }
             match sock.stream.read(&mut self.scratch) {
                 Ok(0) => {
-                    self.sockets[id.index()] = None;
-                    self.fd_freed();
+                    self.remove_socket(id.index());
                     return self.engine.handle_closed(id, self.now);
                 }
                 Ok(n) => {
@@ -514,7 +556,7 @@ impl Reactor {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     debug!("{id}: read: {e}");
-                    self.sockets[id.index()] = None;
+                    self.remove_socket(id.index());
                     return self.engine.handle_closed(id, self.now);
                 }
             }
@@ -541,7 +583,7 @@ impl Reactor {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     debug!("{id}: write: {e}");
-                    self.sockets[id.index()] = None;
+                    self.remove_socket(id.index());
                     return self.engine.handle_closed(id, self.now);
                 }
             }

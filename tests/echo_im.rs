@@ -1,153 +1,13 @@
 //! End-to-end tests of the echo-im example: real child processes of the built example,
 //! real loopback sockets, a real `kill -9`. Every wait is bounded.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+mod common;
+
+use common::process::{cpu_ticks, example, free_addr, Proc, LIMIT};
+use std::io::Read;
+use std::net::TcpStream;
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-const LIMIT: Duration = Duration::from_secs(15);
-
-/// The example binary cargo built next to this test (target/<profile>/examples/).
-fn example() -> PathBuf {
-    let mut p = std::env::current_exe().expect("test path");
-    p.pop();
-    if p.ends_with("deps") {
-        p.pop();
-    }
-    p.join("examples").join("echo-im")
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-struct Proc {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Proc {
-    fn spawn(args: &[&str]) -> Proc {
-        let mut cmd = Command::new(example());
-        cmd.args(args);
-        Proc::spawn_cmd(cmd)
-    }
-
-    fn spawn_cmd(mut cmd: Command) -> Proc {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the echo-im example is built by cargo test");
-        let (tx, lines) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        let err = child.stderr.take().unwrap();
-        for stream in [Box::new(out) as Box<dyn Read + Send>, Box::new(err)] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        Proc {
-            stdin: child.stdin.take(),
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    fn server(addr: SocketAddr, extra: &[&str]) -> Proc {
-        let a = addr.to_string();
-        let mut args = vec![
-            "server",
-            "--listen",
-            &a,
-            "--ping-ms",
-            "300",
-            "--idle-ms",
-            "1500",
-        ];
-        args.extend_from_slice(extra);
-        let mut p = Proc::spawn(&args);
-        p.expect(|l| l.starts_with("listening on"));
-        p
-    }
-
-    fn client(user: &str, servers: &[SocketAddr]) -> Proc {
-        let list: Vec<String> = servers.iter().map(|s| s.to_string()).collect();
-        let list = list.join(",");
-        Proc::spawn(&[
-            "client",
-            "--user",
-            user,
-            "--servers",
-            &list,
-            "--ping-ms",
-            "300",
-        ])
-    }
-
-    fn send(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// Waits for a line (new or already seen) matching `f`.
-    fn expect(&mut self, f: impl Fn(&str) -> bool) -> String {
-        if let Some(l) = self.seen.iter().find(|l| f(l)) {
-            return l.clone();
-        }
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if f(&line) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "no matching line within {LIMIT:?}; saw:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    fn count(&mut self, f: impl Fn(&str) -> bool) -> usize {
-        while let Ok(line) = self.lines.try_recv() {
-            self.seen.push(line);
-        }
-        self.seen.iter().filter(|l| f(l)).count()
-    }
-
-    fn kill9(&mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn kill9_failover_keeps_messages_exactly_once_and_info_shows_the_new_server() {
@@ -233,15 +93,6 @@ fn the_demo_runs_by_itself_and_reports_exactly_once() {
     demo.expect(|l| l.contains("exactly once: yes"));
     let status = demo.child.wait().unwrap();
     assert!(status.success());
-}
-
-/// CPU time (user + system) of a process so far, in clock ticks (1/100 s here).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split(' ').collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
 #[test]

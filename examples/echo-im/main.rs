@@ -81,6 +81,9 @@ struct ServerArgs {
     /// Require clients to present this token.
     #[arg(long)]
     token: Option<String>,
+    /// Connections one IP address may hold at once (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    max_per_ip: u32,
 }
 
 #[derive(Args)]
@@ -126,6 +129,7 @@ fn main() {
                 max_held: a.max_held,
                 held_age: Duration::from_secs(a.held_secs),
                 token: a.token,
+                max_per_ip: (a.max_per_ip > 0).then_some(a.max_per_ip),
             })
         }
         Command::Client(a) => {

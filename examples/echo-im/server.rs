@@ -23,6 +23,8 @@ pub struct ServerOptions {
     pub held_age: Duration,
     /// If set, a HELLO must carry this token.
     pub token: Option<String>,
+    /// Connections one IP address may hold at once.
+    pub max_per_ip: Option<u32>,
 }
 
 struct Held {
@@ -189,7 +191,13 @@ pub fn run(opts: ServerOptions) -> std::io::Result<()> {
             _ => Ok(()),
         }
     }));
-    let addr = reactor.listen(opts.listen, ListenConfig::default())?;
+    let addr = reactor.listen(
+        opts.listen,
+        ListenConfig {
+            max_per_ip: opts.max_per_ip,
+            ..ListenConfig::default()
+        },
+    )?;
     // Printed on stdout so that scripts (and the demo) know the server is up.
     println!("listening on {addr}");
     let handle = reactor.handle();

@@ -2,6 +2,8 @@
 //! read what happened.
 #![allow(dead_code)]
 
+pub mod process;
+
 use bytes::{Bytes, BytesMut};
 use liveline::codec::{Decoder, Encoder};
 use liveline::config::Config;

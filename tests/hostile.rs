@@ -1,0 +1,298 @@
+//! Hostile peers against a running echo-im server process over real loopback sockets.
+//! Each case checks that (a) the offender is closed with a clear reason (an ERROR frame
+//! where the protocol allows, and a log line), (b) a well-behaved client on the same server
+//! keeps working, and (c) the server's memory stays bounded.
+
+mod common;
+
+use common::process::{free_addr, rss_kib, Proc, LIMIT};
+use liveline::codec::Decoder;
+use liveline::frame::{Code, Frame};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// A server and one well-behaved client logged in to it.
+struct Bench {
+    addr: SocketAddr,
+    server: Proc,
+    good: Proc,
+    rounds: u32,
+}
+
+impl Bench {
+    fn new(extra: &[&str]) -> Bench {
+        let addr = free_addr();
+        let server = Proc::server(addr, extra);
+        let mut good = Proc::client("good", &[addr]);
+        good.expect(|l| l.starts_with("connected to"));
+        Bench {
+            addr,
+            server,
+            good,
+            rounds: 0,
+        }
+    }
+
+    /// The well-behaved client still gets an answer.
+    fn good_still_served(&mut self) {
+        self.rounds += 1;
+        let text = format!("still here {}", self.rounds);
+        self.good.send(&format!(":echo {text}"));
+        let want = format!("[echo] {text}");
+        self.good.expect(|l| l == want);
+        assert_eq!(self.good.count(|l| l.starts_with("connection lost")), 0);
+    }
+
+    fn rss(&self) -> u64 {
+        rss_kib(self.server.child.id())
+    }
+}
+
+/// Sends `bytes`, then reads until the server closes; returns what it sent back.
+fn offend(addr: SocketAddr, bytes: &[u8]) -> Vec<Frame> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    s.write_all(bytes).unwrap();
+    read_until_closed(&mut s)
+}
+
+fn read_until_closed(s: &mut TcpStream) -> Vec<Frame> {
+    let mut got = Vec::new();
+    // A reset after the ERROR frame is as good as a FIN here.
+    let _ = s.read_to_end(&mut got);
+    frames(&got)
+}
+
+fn frames(bytes: &[u8]) -> Vec<Frame> {
+    let mut buf = bytes::BytesMut::from(bytes);
+    let mut dec = Decoder::default();
+    let mut out = Vec::new();
+    while let Ok(Some(f)) = dec.decode(&mut buf) {
+        out.push(f);
+    }
+    out
+}
+
+fn error_code(frames: &[Frame]) -> Option<Code> {
+    frames.iter().find_map(|f| match f {
+        Frame::Error(r) => Some(r.code),
+        _ => None,
+    })
+}
+
+fn hello(name: &str) -> Vec<u8> {
+    let mut v = vec![0, 0, 0, 0, 0x01, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0];
+    v.push(name.len() as u8);
+    v.extend_from_slice(name.as_bytes());
+    let len = (v.len() - 4) as u32;
+    v[..4].copy_from_slice(&len.to_be_bytes());
+    v
+}
+
+#[test]
+fn huge_length_prefix_is_refused_without_allocating() {
+    let mut b = Bench::new(&[]);
+    let before = b.rss();
+    for _ in 0..50 {
+        let got = offend(b.addr, &[0xFF, 0xFF, 0xFF, 0xF0, 0x06, 1, 2, 3]);
+        assert_eq!(error_code(&got), Some(Code::FRAME_TOO_LARGE));
+    }
+    b.server
+        .expect(|l| l.contains("FRAME_TOO_LARGE") && l.contains("exceeds the maximum"));
+    // Fifty times 4 GiB was claimed; a few MiB of growth at most is allowed.
+    let grown = b.rss().saturating_sub(before);
+    assert!(grown < 8 * 1024, "server grew by {grown} KiB");
+    b.good_still_served();
+}
+
+#[test]
+fn unknown_kinds_malformed_bodies_and_garbage_get_errors() {
+    let mut b = Bench::new(&[]);
+    let mut first = hello("x1");
+    first.extend_from_slice(&[0, 0, 0, 2, 0x7E, 0]); // unknown kind after login
+    assert_eq!(
+        error_code(&offend(b.addr, &first)),
+        Some(Code::UNKNOWN_FRAME_KIND)
+    );
+    let mut short_ping = hello("x2");
+    short_ping.extend_from_slice(&[0, 0, 0, 3, 0x04, 1, 2]);
+    assert_eq!(
+        error_code(&offend(b.addr, &short_ping)),
+        Some(Code::MALFORMED_FRAME)
+    );
+    let mut bad_text = hello("x3");
+    bad_text.extend_from_slice(&[0, 0, 0, 5, 0x0A, 0, 1, 0xC3, 0x28]); // ERROR with invalid UTF-8
+    assert_eq!(
+        error_code(&offend(b.addr, &bad_text)),
+        Some(Code::MALFORMED_FRAME)
+    );
+    // Random garbage, seeded: whatever it decodes to, it ends in an ERROR and a close.
+    let mut rng = liveline::backoff::Rng::new(99);
+    for _ in 0..20 {
+        let junk: Vec<u8> = (0..64).map(|_| rng.next_u64() as u8).collect();
+        let got = offend(b.addr, &junk);
+        assert!(error_code(&got).is_some(), "{got:?}");
+    }
+    b.good_still_served();
+}
+
+#[test]
+fn anything_but_hello_first_is_a_protocol_violation() {
+    let mut b = Bench::new(&[]);
+    let ping = [0, 0, 0, 9, 0x04, 0, 0, 0, 0, 0, 0, 0, 7];
+    let message = [0, 0, 0, 10, 0x07, 0, 0, 0, 0, 0, 0, 0, 1, b'!'];
+    for bytes in [&ping[..], &message[..]] {
+        assert_eq!(
+            error_code(&offend(b.addr, bytes)),
+            Some(Code::PROTOCOL_VIOLATION)
+        );
+    }
+    b.server
+        .expect(|l| l.contains("PROTOCOL_VIOLATION") && l.contains("expected HELLO"));
+    b.good_still_served();
+}
+
+#[test]
+fn slowloris_is_cut_off_by_the_handshake_deadline() {
+    let mut b = Bench::new(&["--handshake-ms", "800"]);
+    let mut s = TcpStream::connect(b.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let start = Instant::now();
+    let mut closed_after = None;
+    // One byte of a HELLO every 50 ms, for longer than the deadline.
+    for &byte in hello("snail").iter().cycle().take(200) {
+        if s.write_all(&[byte]).is_err() {
+            closed_after = Some(start.elapsed());
+            break;
+        }
+        let mut buf = [0u8; 256];
+        match s.read(&mut buf) {
+            Ok(0) => {
+                closed_after = Some(start.elapsed());
+                break;
+            }
+            Ok(n) => {
+                assert_eq!(
+                    error_code(&frames(&buf[..n])),
+                    Some(Code::HANDSHAKE_TIMEOUT)
+                );
+            }
+            Err(_) => {} // nothing yet (read timeout)
+        }
+        assert!(start.elapsed() < LIMIT);
+    }
+    let took = closed_after.expect("cut off");
+    assert!(took >= Duration::from_millis(800), "{took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    b.server
+        .expect(|l| l.contains("closed before login") && l.contains("HANDSHAKE_TIMEOUT"));
+    b.good_still_served();
+}
+
+#[test]
+fn thousands_of_silent_connections_are_dropped_at_the_deadline() {
+    let mut b = Bench::new(&["--handshake-ms", "1000"]);
+    let before = b.rss();
+    let mut silent: Vec<TcpStream> = (0..2000)
+        .map(|_| TcpStream::connect(b.addr).unwrap())
+        .collect();
+    b.good_still_served();
+    let start = Instant::now();
+    for s in silent.iter_mut() {
+        s.set_read_timeout(Some(LIMIT)).unwrap();
+        let got = read_until_closed(s);
+        assert_eq!(error_code(&got), Some(Code::HANDSHAKE_TIMEOUT));
+    }
+    assert!(start.elapsed() < Duration::from_secs(5));
+    drop(silent);
+    b.good_still_served();
+    let grown = b.rss().saturating_sub(before);
+    assert!(grown < 16 * 1024, "server grew by {grown} KiB");
+}
+
+#[test]
+fn a_peer_that_never_reads_is_dropped_at_the_outbound_cap() {
+    let mut b = Bench::new(&[]);
+    let mut sink = TcpStream::connect(b.addr).unwrap();
+    sink.write_all(&hello("sink")).unwrap();
+    b.server.expect(|l| l.contains("online: sink"));
+    // It never reads again. The good client broadcasts 60 KB lines: they pile up for the
+    // sink in its socket buffers, then in the server, until the cap.
+    let line = "x".repeat(60_000);
+    let start = Instant::now();
+    let before = b.rss();
+    let mut peak = before;
+    let mut sent = 0;
+    while b.server.count(|l| l.contains("SLOW_CONSUMER")) == 0 {
+        b.good.send(&line);
+        sent += 1;
+        if sent % 20 == 0 {
+            peak = peak.max(b.rss());
+            // Wait for the good client's last message to be acknowledged before more.
+            b.good.send(":echo mark");
+            b.good.expect(|l| l == "[echo] mark");
+        }
+        assert!(start.elapsed() < LIMIT, "never dropped after {sent} lines");
+    }
+    b.server.expect(|l| l.contains("offline: sink"));
+    // Cap (4 MiB) plus kernel buffers plus the held copies: bounded.
+    let grown = peak.saturating_sub(before);
+    assert!(grown < 64 * 1024, "server grew by {grown} KiB");
+    b.good_still_served();
+}
+
+#[test]
+fn half_close_and_reset_in_the_middle_of_a_frame() {
+    let mut b = Bench::new(&[]);
+    // Half of a MESSAGE frame, then FIN.
+    let mut s = TcpStream::connect(b.addr).unwrap();
+    let mut bytes = hello("half");
+    bytes.extend_from_slice(&[0, 0, 0, 40, 0x07, 0, 0, 0]);
+    s.write_all(&bytes).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    b.server.expect(|l| l.contains("offline: half"));
+    drop(s);
+    // Half a frame, then a reset (SO_LINGER 0 makes close send RST).
+    let s = TcpStream::connect(b.addr).unwrap();
+    let sock = socket2::SockRef::from(&s);
+    sock.set_linger(Some(Duration::ZERO)).unwrap();
+    let mut bytes = hello("reset");
+    bytes.extend_from_slice(&[0, 0, 0, 40, 0x07, 0, 0]);
+    (&s).write_all(&bytes).unwrap();
+    b.server.expect(|l| l.contains("online: reset"));
+    drop(s);
+    b.server.expect(|l| l.contains("offline: reset"));
+    b.good_still_served();
+}
+
+#[test]
+fn per_ip_limit_and_token_are_enforced() {
+    let addr = free_addr();
+    let mut server = Proc::server(addr, &["--max-per-ip", "3", "--token", "sesame"]);
+    // Without the token: refused with a reason, and the client stops (no retry loop).
+    let mut stranger = Proc::client("stranger", &[addr]);
+    stranger.expect(|l| l.starts_with("stopped") && l.contains("AUTH_FAILED"));
+    server.expect(|l| l.contains("AUTH_FAILED"));
+    let mut ok = {
+        let mut cmd = std::process::Command::new(common::process::example());
+        cmd.args(["client", "--user", "ok", "--token", "sesame", "--servers"])
+            .arg(addr.to_string());
+        Proc::spawn_cmd(cmd)
+    };
+    ok.expect(|l| l.starts_with("connected to"));
+    // 127.0.0.1 holds one connection (ok's); two more fit, the rest are closed at once.
+    let extra: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let mut closed = 0;
+    for mut s in extra {
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut buf = [0u8; 16];
+        if let Ok(0) = s.read(&mut buf) {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 3, "two fit under the limit of three");
+    ok.send(":echo fine");
+    ok.expect(|l| l == "[echo] fine");
+}
