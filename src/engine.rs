@@ -1613,6 +1613,9 @@ impl Engine {
     }
 
     fn stop_client(&mut self, ci: usize, reason: Reason) {
+        if self.clients[ci].state == ClientState::Closed {
+            return; // stopped already: no second Closed event
+        }
         let id = self.client_id(ci);
         if let Some(conn) = self.clients[ci].conn.take() {
             if self.live(conn) {
@@ -1681,6 +1684,37 @@ fn duration_ms(d: Duration) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `session` fuzz target: a shutdown followed by `close_client` reported
+    /// the client closed twice.
+    #[test]
+    fn a_client_is_closed_once() {
+        let now = Instant::now();
+        let mut e = Engine::new(Config::default(), now, 1);
+        let c = e.add_client(
+            ClientConfig {
+                identity: Text::from("once"),
+                token: Bytes::new(),
+                servers: vec!["127.0.0.1:1".parse().unwrap()],
+                instance: None,
+            },
+            now,
+        );
+        e.shutdown(now);
+        e.close_client(c, now);
+        let closed = std::iter::from_fn(|| e.poll_event())
+            .filter(|ev| {
+                matches!(
+                    ev,
+                    Event::ClientState {
+                        state: ClientState::Closed,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(closed, 1);
+    }
 
     #[test]
     fn idle_connection_state_is_small() {
