@@ -115,6 +115,17 @@ impl Handle {
     }
 }
 
+/// What one epoll event reported, copied out of the events buffer.
+#[derive(Clone, Copy)]
+struct Ready {
+    token: Token,
+    readable: bool,
+    writable: bool,
+    /// The peer's FIN (or an error) came with it: read to the end, a short read is not
+    /// proof that the socket is drained.
+    hup: bool,
+}
+
 struct Sock {
     id: ConnId,
     stream: TcpStream,
@@ -141,8 +152,8 @@ pub struct Reactor {
     scratch: Vec<u8>,
     shared: Arc<Shared>,
     /// Connections whose read budget ran out with data possibly left.
-    again: Vec<ConnId>,
-    ready: Vec<(Token, bool, bool)>,
+    again: Vec<(ConnId, bool)>,
+    ready: Vec<Ready>,
     accept_paused_until: Option<Instant>,
     /// In an episode of descriptor exhaustion (logged once per episode).
     out_of_fds: bool,
@@ -272,24 +283,28 @@ impl Reactor {
 
         self.ready.clear();
         for ev in self.events.iter() {
-            let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
-            let writable = ev.is_writable() || ev.is_write_closed();
-            self.ready.push((ev.token(), readable, writable));
+            let hup = ev.is_read_closed() || ev.is_error();
+            self.ready.push(Ready {
+                token: ev.token(),
+                readable: ev.is_readable() || hup,
+                writable: ev.is_writable() || ev.is_write_closed(),
+                hup,
+            });
         }
         let mut wake = false;
         for i in 0..self.ready.len() {
-            let (token, readable, writable) = self.ready[i];
-            match token.0 {
+            let r = self.ready[i];
+            match r.token.0 {
                 0 => wake = true,
                 t if t < CONN_BASE => self.accept(t - 1),
-                t => self.on_socket(t - CONN_BASE, readable, writable),
+                t => self.on_socket(t - CONN_BASE, r),
             }
         }
         if wake {
             self.run_commands();
         }
-        for id in std::mem::take(&mut self.again) {
-            self.read(id);
+        for (id, hup) in std::mem::take(&mut self.again) {
+            self.read(id, hup);
         }
         if self.accept_paused_until.is_some_and(|resume| resume <= now) {
             self.accept_paused_until = None;
@@ -494,7 +509,13 @@ impl Reactor {
         }
     }
 
-    fn on_socket(&mut self, index: usize, readable: bool, writable: bool) {
+    fn on_socket(&mut self, index: usize, ready: Ready) {
+        let Ready {
+            readable,
+            writable,
+            hup,
+            ..
+        } = ready;
         let Some(Some(sock)) = self.sockets.get_mut(index) else {
             return;
         };
@@ -526,14 +547,17 @@ impl Reactor {
             }
         }
         if readable {
-            self.read(id);
+            self.read(id, hup);
         }
         if writable {
             self.write(id);
         }
     }
 
-    fn read(&mut self, id: ConnId) {
+    /// Reads until the socket is drained. A short read proves that (epoll(7)), unless the
+    /// peer's FIN arrived in the same event (`hup`): then only the end of the stream (a read
+    /// of 0) does, and edge-triggered epoll would not report that FIN again.
+    fn read(&mut self, id: ConnId, hup: bool) {
         for _ in 0..READ_BUDGET {
             let Some(Some(sock)) = self.sockets.get_mut(id.index()) else {
                 return;
@@ -548,7 +572,7 @@ impl Reactor {
                 }
                 Ok(n) => {
                     self.engine.handle_read(id, &self.scratch[..n], self.now);
-                    if n < self.scratch.len() {
+                    if n < self.scratch.len() && !hup {
                         return; // a short read: the socket is drained
                     }
                 }
@@ -561,7 +585,7 @@ impl Reactor {
                 }
             }
         }
-        self.again.push(id);
+        self.again.push((id, hup));
     }
 
     fn write(&mut self, id: ConnId) {

@@ -217,28 +217,40 @@ fn a_peer_that_never_reads_is_dropped_at_the_outbound_cap() {
     let mut sink = TcpStream::connect(b.addr).unwrap();
     sink.write_all(&hello("sink")).unwrap();
     b.server.expect(|l| l.contains("online: sink"));
-    // It never reads again. The good client broadcasts 60 KB lines: they pile up for the
-    // sink in its socket buffers, then in the server, until the cap.
+    // It keeps its session alive with PINGs but never reads a byte. The good client
+    // broadcasts 60 KB lines: they pile up for the sink in its socket buffers, then in the
+    // server, until the cap.
+    let ping = [0, 0, 0, 9, 0x04, 0, 0, 0, 0, 0, 0, 0, 1];
     let line = "x".repeat(60_000);
     let start = Instant::now();
     let before = b.rss();
     let mut peak = before;
-    let mut sent = 0;
+    let mut batch = 0;
     while b.server.count(|l| l.contains("SLOW_CONSUMER")) == 0 {
-        b.good.send(&line);
-        sent += 1;
-        if sent % 20 == 0 {
-            peak = peak.max(b.rss());
-            // Wait for the good client's last message to be acknowledged before more.
-            b.good.send(":echo mark");
-            b.good.expect(|l| l == "[echo] mark");
+        batch += 1;
+        for _ in 0..20 {
+            b.good.send(&line);
         }
-        assert!(start.elapsed() < LIMIT, "never dropped after {sent} lines");
+        // Paced by the server: the good client's next echo comes back after the batch.
+        let mark = format!("mark {batch}");
+        b.good.send(&format!(":echo {mark}"));
+        let want = format!("[echo] {mark}");
+        b.good.expect(|l| l == want);
+        let _ = sink.write_all(&ping);
+        peak = peak.max(b.rss());
+        assert!(
+            start.elapsed() < LIMIT,
+            "never dropped after {batch} batches"
+        );
     }
-    b.server.expect(|l| l.contains("offline: sink"));
+    let took = start.elapsed();
+    b.server
+        .expect(|l| l.contains("offline: sink") && l.contains("SLOW_CONSUMER"));
+    eprintln!("never-reading peer dropped after {took:?} ({batch} batches of 20 x 60 KB)");
     // Cap (4 MiB) plus kernel buffers plus the held copies: bounded.
     let grown = peak.saturating_sub(before);
     assert!(grown < 64 * 1024, "server grew by {grown} KiB");
+    assert_eq!(b.good.count(|l| l.starts_with("! not sent")), 0);
     b.good_still_served();
 }
 
@@ -295,4 +307,97 @@ fn per_ip_limit_and_token_are_enforced() {
     assert_eq!(closed, 3, "two fit under the limit of three");
     ok.send(":echo fine");
     ok.expect(|l| l == "[echo] fine");
+}
+
+#[test]
+fn reconnect_storm_of_thousands_all_get_in() {
+    use bytes::Bytes;
+    use liveline::config::Config;
+    use liveline::engine::{ClientConfig, ClientState, Engine, Event};
+    use liveline::frame::Text;
+    use liveline::reactor::Reactor;
+
+    const CLIENTS: usize = 3000;
+    let (a_addr, b_addr) = (free_addr(), free_addr());
+    let mut a = Proc::server(a_addr, &[]);
+    let mut b = Proc::server(b_addr, &["--log", "warn"]);
+    // Every client of one liveline loop, in this process, starts on server A.
+    let mut reactor = Reactor::new(Config::default(), 5).unwrap();
+    let now = Instant::now();
+    let ids: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            reactor.engine().add_client(
+                ClientConfig {
+                    identity: Text::from(format!("storm{i}")),
+                    token: Bytes::new(),
+                    servers: vec![a_addr, b_addr],
+                    instance: None,
+                },
+                now,
+            )
+        })
+        .collect();
+    let mut connects: Vec<Instant> = Vec::new();
+    let turn_until = |reactor: &mut Reactor, connects: &mut Vec<Instant>, on: SocketAddr| {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let all = ids.iter().all(|&c| {
+                reactor
+                    .engine()
+                    .client_info(c)
+                    .is_some_and(|i| i.state == ClientState::Active && i.server == Some(on))
+            });
+            if all {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not everyone got in within {LIMIT:?}"
+            );
+            let mut handler = |_: &mut Engine, e: Event, _: Instant| {
+                if let Event::ClientState {
+                    state: ClientState::Active,
+                    ..
+                } = e
+                {
+                    connects.push(Instant::now());
+                }
+            };
+            reactor
+                .turn(&mut handler, Some(Duration::from_millis(20)))
+                .unwrap();
+        }
+    };
+    turn_until(&mut reactor, &mut connects, a_addr);
+    connects.clear();
+    let killed = Instant::now();
+    a.kill9();
+    turn_until(&mut reactor, &mut connects, b_addr);
+    let took = killed.elapsed();
+    // Jitter spreads the logins over the first backoff window (200 ms). The timestamps are
+    // taken per turn of this busy loop, so they bunch somewhat; still no 10 ms slice may see
+    // a quarter of the logins, and they must span at least half the window.
+    let mut per_slice = std::collections::HashMap::new();
+    for t in &connects {
+        *per_slice
+            .entry((*t - killed).as_millis() / 10)
+            .or_insert(0usize) += 1;
+    }
+    let worst = per_slice.values().copied().max().unwrap_or(0);
+    eprintln!(
+        "reconnect storm: {CLIENTS} clients on the survivor {took:?} after the kill; busiest 10 ms: {worst} logins"
+    );
+    assert_eq!(connects.len(), CLIENTS);
+    assert!(worst < CLIENTS / 4, "{worst} logins in one 10 ms slice");
+    let span = connects
+        .iter()
+        .max()
+        .unwrap()
+        .duration_since(*connects.iter().min().unwrap());
+    assert!(
+        span >= Duration::from_millis(100),
+        "all logins within {span:?}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(b.count(|l| l.contains("ERROR") || l.contains("WARN")), 0);
 }
