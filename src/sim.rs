@@ -25,8 +25,7 @@ use crate::config::Config;
 use crate::engine::{ConnId, Engine, Event, Io};
 use bytes::{Buf, BytesMut};
 use hashbrown::HashMap;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -127,9 +126,10 @@ pub struct Sim {
     next_link: usize,
     raws: Vec<Raw>,
     partitions: Vec<(usize, usize)>,
-    queue: BinaryHeap<Reverse<(Instant, u64)>>,
-    actions: HashMap<u64, Action>,
-    seq: u64,
+    /// Actions by the instant they happen, each instant's in the order they were scheduled
+    /// (so the same seed gives the same run). Delays are whole microseconds, so a burst
+    /// shares a few hundred instants: a map of buckets beats a heap of single actions.
+    queue: BTreeMap<Instant, Vec<Action>>,
     /// Engine ends with output the window did not let out yet.
     blocked: Vec<(usize, ConnId)>,
     /// Connections opened, per node, for tests that check reconnect spreading.
@@ -148,9 +148,7 @@ impl Sim {
             next_link: 0,
             raws: Vec::new(),
             partitions: Vec::new(),
-            queue: BinaryHeap::new(),
-            actions: HashMap::new(),
-            seq: 0,
+            queue: BTreeMap::new(),
             blocked: Vec::new(),
             accepts: Vec::new(),
         }
@@ -414,7 +412,7 @@ impl Sim {
     }
 
     fn next_time(&self) -> Option<Instant> {
-        let net = self.queue.peek().map(|Reverse((t, _))| *t);
+        let net = self.queue.keys().next().copied();
         let timers = self
             .nodes
             .iter()
@@ -429,13 +427,11 @@ impl Sim {
 
     fn step(&mut self, t: Instant) {
         self.now = self.now.max(t);
-        while let Some(Reverse((at, seq))) = self.queue.peek().copied() {
-            if at > self.now {
-                break;
-            }
-            self.queue.pop();
-            if let Some(action) = self.actions.remove(&seq) {
-                self.apply(action);
+        while self.queue.keys().next().is_some_and(|&at| at <= self.now) {
+            if let Some((_, actions)) = self.queue.pop_first() {
+                for action in actions {
+                    self.apply(action);
+                }
             }
         }
         for i in 0..self.nodes.len() {
@@ -454,15 +450,16 @@ impl Sim {
     }
 
     fn schedule(&mut self, at: Instant, action: Action) {
-        self.seq += 1;
-        self.queue.push(Reverse((at, self.seq)));
-        self.actions.insert(self.seq, action);
+        self.queue.entry(at).or_default().push(action);
     }
 
+    /// A delay from the configured range, in whole microseconds: deliveries drawn in the
+    /// same step then share arrival instants, and one step of the simulation handles them
+    /// all (a burst of 100k pings costs hundreds of steps, not 100k).
     fn delay(&mut self) -> Duration {
         let (lo, hi) = self.net.delay;
-        let span = u64::try_from(hi.saturating_sub(lo).as_nanos()).unwrap_or(u64::MAX);
-        lo + Duration::from_nanos(self.rng.up_to(span))
+        let span = u64::try_from(hi.saturating_sub(lo).as_micros()).unwrap_or(u64::MAX);
+        lo + Duration::from_micros(self.rng.up_to(span))
     }
 
     fn between(&self, l: &Link, a: usize, b: usize) -> bool {
