@@ -5,11 +5,12 @@
 
 mod common;
 
-use common::process::{free_addr, rss_kib, Proc, LIMIT};
+use common::process::{cpu_ticks, example, free_addr, rss_kib, Proc, LIMIT};
 use liveline::codec::Decoder;
 use liveline::frame::{Code, Frame};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A server and one well-behaved client logged in to it.
@@ -18,6 +19,8 @@ struct Bench {
     server: Proc,
     good: Proc,
     rounds: u32,
+    /// Server RSS once the good client was logged in, KiB.
+    baseline_kib: u64,
 }
 
 impl Bench {
@@ -26,11 +29,13 @@ impl Bench {
         let server = Proc::server(addr, extra);
         let mut good = Proc::client("good", &[addr]);
         good.expect(|l| l.starts_with("connected to"));
+        let baseline_kib = rss_kib(server.child.id());
         Bench {
             addr,
             server,
             good,
             rounds: 0,
+            baseline_kib,
         }
     }
 
@@ -42,6 +47,9 @@ impl Bench {
         let want = format!("[echo] {text}");
         self.good.expect(|l| l == want);
         assert_eq!(self.good.count(|l| l.starts_with("connection lost")), 0);
+        // Whatever the offenders did, the server's memory stays within a few buffers' worth.
+        let grown = self.rss().saturating_sub(self.baseline_kib);
+        assert!(grown < 64 * 1024, "server grew by {grown} KiB");
     }
 
     fn rss(&self) -> u64 {
@@ -49,12 +57,23 @@ impl Bench {
     }
 }
 
-/// Sends `bytes`, then reads until the server closes; returns what it sent back.
+/// Sends `bytes`, then reads until the server closes; returns what it sent back. Prints
+/// how long the server took to hang up.
 fn offend(addr: SocketAddr, bytes: &[u8]) -> Vec<Frame> {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(LIMIT)).unwrap();
+    let start = Instant::now();
     s.write_all(bytes).unwrap();
-    read_until_closed(&mut s)
+    let got = read_until_closed(&mut s);
+    let last = got
+        .last()
+        .map_or("nothing".to_string(), |f| format!("{f:?}"));
+    eprintln!(
+        "offender sent {} bytes: closed after {:?}, last frame {last}",
+        bytes.len(),
+        start.elapsed()
+    );
+    got
 }
 
 fn read_until_closed(s: &mut TcpStream) -> Vec<Frame> {
@@ -183,6 +202,7 @@ fn slowloris_is_cut_off_by_the_handshake_deadline() {
         assert!(start.elapsed() < LIMIT);
     }
     let took = closed_after.expect("cut off");
+    eprintln!("slowloris (a HELLO byte every 50 ms, deadline 800 ms) cut off after {took:?}");
     assert!(took >= Duration::from_millis(800), "{took:?}");
     assert!(took < Duration::from_secs(3), "{took:?}");
     b.server
@@ -205,6 +225,10 @@ fn thousands_of_silent_connections_are_dropped_at_the_deadline() {
         assert_eq!(error_code(&got), Some(Code::HANDSHAKE_TIMEOUT));
     }
     assert!(start.elapsed() < Duration::from_secs(5));
+    eprintln!(
+        "2000 silent connections all dropped with HANDSHAKE_TIMEOUT; the last {:?} after the good client's check",
+        start.elapsed()
+    );
     drop(silent);
     b.good_still_served();
     let grown = b.rss().saturating_sub(before);
@@ -400,4 +424,50 @@ fn reconnect_storm_of_thousands_all_get_in() {
     );
     assert!(took < Duration::from_secs(5), "{took:?}");
     assert_eq!(b.count(|l| l.contains("ERROR") || l.contains("WARN")), 0);
+}
+
+#[test]
+fn out_of_file_descriptors_pauses_accepting_serves_existing_clients_and_recovers() {
+    let addr = free_addr();
+    // A server process allowed 32 file descriptors.
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(format!(
+        "ulimit -n 32 && exec '{}' server --listen {addr} --log info",
+        example().display()
+    ));
+    let mut server = Proc::spawn_cmd(cmd);
+    server.expect(|l| l.starts_with("listening on"));
+    let mut alice = Proc::client("alice", &[addr]);
+    alice.expect(|l| l.starts_with("connected to"));
+
+    // More idle connections than the server has descriptors left.
+    let hogs: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    server.expect(|l| l.contains("out of file descriptors"));
+
+    // It still serves the client it has.
+    alice.send(":echo still served");
+    alice.expect(|l| l == "[echo] still served");
+
+    // And does not spin while the backlog waits: measure its CPU time over one second.
+    let pid = server.child.id();
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(pid) - before;
+    assert!(
+        used < 20,
+        "{used} ticks of CPU in one second while out of descriptors"
+    );
+    assert_eq!(
+        server.count(|l| l.contains("out of file descriptors")),
+        1,
+        "logged once per episode"
+    );
+
+    // Descriptors come back: a new client gets in.
+    drop(hogs);
+    let mut bob = Proc::client("bob", &[addr]);
+    bob.expect(|l| l.starts_with("connected to"));
+    server.expect(|l| l.contains("accepting again"));
+    bob.send(":echo in");
+    bob.expect(|l| l == "[echo] in");
 }
