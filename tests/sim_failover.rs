@@ -40,6 +40,7 @@ fn half_open_link_is_detected_by_reads_and_client_fails_over() {
             detected <= ping * 2 + 2 * tick + MAX_NET,
             "seed {seed}: late {detected:?}"
         );
+        eprintln!("seed {seed}: silent server detected {detected:?} after the last read");
         assert!(
             w.sim.run_until(SECOND, |s| active(s, client)),
             "seed {seed}"
@@ -74,6 +75,7 @@ fn goaway_moves_clients_at_once() {
         // No timeout, no backoff: a few network trips.
         let took = w.sim.now() - start;
         assert!(took < Duration::from_millis(10), "seed {seed}: {took:?}");
+        eprintln!("seed {seed}: 20 clients moved on GOAWAY in {took:?} (virtual)");
         for &c in &clients {
             assert_eq!(w.server_of(c), Some(1));
         }
@@ -110,6 +112,7 @@ fn killed_server_clients_reconnect_to_survivors_spread_by_jitter() {
         .run_until(SECOND * 10, |s| clients.iter().all(|&c| active(s, c)));
     assert!(back, "not everyone reconnected");
     let took = w.sim.now() - killed_at;
+    eprintln!("{CLIENTS} clients back on the survivors {took:?} (virtual) after the kill");
     // Reset seen at once, one jittered backoff (rounded up to a tick), one connect.
     assert!(
         took <= initial + tick + Duration::from_millis(5),
