@@ -64,6 +64,11 @@ pub struct Config {
     pub max_unacked: usize,
     /// Connections of all kinds this engine holds at most. Default 100,000.
     pub max_connections: usize,
+    /// Server: how long the session record of a client that went away is kept (its
+    /// duplicate-suppression state and unacknowledged messages to it, for when it
+    /// reconnects). Default 5 minutes. Left records beyond `max_connections` are forgotten
+    /// oldest first, sooner.
+    pub record_linger: Duration,
     /// Server: what a login does to a live session of the same identity from another
     /// client instance. Default [`DuplicateLogin::ReplaceOlder`].
     pub duplicate_login: DuplicateLogin,
@@ -89,6 +94,7 @@ impl Default for Config {
             max_connections: 100_000,
             close_linger: Duration::from_secs(2),
             duplicate_login: DuplicateLogin::ReplaceOlder,
+            record_linger: Duration::from_secs(300),
         }
     }
 }

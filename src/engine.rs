@@ -370,6 +370,9 @@ struct Record {
     conn: Option<ConnId>,
     recv: RecvState,
     send: SendQueue,
+    /// 0 while a connection holds the record; otherwise the stamp of its entry in
+    /// `Engine::left`.
+    left_stamp: u64,
 }
 
 struct Client {
@@ -413,6 +416,12 @@ pub struct Engine {
     conns: Slab<Conn>,
     clients: Slab<Client>,
     records: Slab<Record>,
+    /// Records no connection holds, oldest first: (record, stamp, when it was left). They
+    /// are kept for `record_linger` so that a reconnecting client finds its duplicate and
+    /// resend state, and then forgotten, so that logins under ever new names cannot grow
+    /// memory without bound.
+    left: VecDeque<(u32, u64, Tick)>,
+    next_stamp: u64,
     /// Record indices by identity; the identity itself is kept once, in the record.
     by_identity: HashTable<u32>,
     hasher: DefaultHashBuilder,
@@ -450,6 +459,8 @@ impl Engine {
             conns: Slab::new(),
             clients: Slab::new(),
             records: Slab::new(),
+            left: VecDeque::new(),
+            next_stamp: 1,
             by_identity: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
             next_gen: 1,
@@ -475,6 +486,11 @@ impl Engine {
     /// refusal is sent as REJECT with its reason.
     pub fn set_hello_hook(&mut self, hook: HelloHook) {
         self.hello_hook = Some(hook);
+    }
+
+    /// Server side: session records kept (live sessions plus recently left ones).
+    pub fn session_records(&self) -> usize {
+        self.records.len()
     }
 
     /// Number of live connections (both roles).
@@ -760,6 +776,7 @@ impl Engine {
     /// Runs the timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.set_now(now);
+        self.forget_records();
         let mut fired = std::mem::take(&mut self.fired);
         loop {
             fired.clear();
@@ -1011,6 +1028,32 @@ impl Engine {
     }
 
     // ---------------------------------------------------------------- internals
+
+    /// Forgets records left longer than `record_linger` ago, and the oldest left ones
+    /// beyond `max_connections` records.
+    fn forget_records(&mut self) {
+        let linger = self.clock.ticks_for(self.cfg.record_linger);
+        while let Some(&(r, stamp, at)) = self.left.front() {
+            let current = self
+                .records
+                .get(r as usize)
+                .is_some_and(|rec| rec.left_stamp == stamp);
+            let expired = self.tick.since(at) >= linger as i32
+                || self.records.len() > self.cfg.max_connections;
+            if current && !expired {
+                break;
+            }
+            self.left.pop_front();
+            if current {
+                let rec = self.records.remove(r as usize);
+                let hash = self.hasher.hash_one(rec.identity.as_str());
+                if let Ok(entry) = self.by_identity.find_entry(hash, |&x| x == r) {
+                    entry.remove();
+                }
+                debug!("forgot the session record of {}", rec.identity);
+            }
+        }
+    }
 
     /// Session ids scope the server's message ids at the client, which keeps its duplicate
     /// state only while the id stays the same: they must differ between servers, not just
@@ -1269,6 +1312,7 @@ impl Engine {
                 }
                 rec.attempt = hello.attempt;
                 rec.conn = Some(conn);
+                rec.left_stamp = 0;
                 r
             }
             None => {
@@ -1283,6 +1327,7 @@ impl Engine {
                     conn: Some(conn),
                     recv: RecvState::default(),
                     send: SendQueue::new(),
+                    left_stamp: 0,
                 }) as u32;
                 let (records, hasher) = (&self.records, &self.hasher);
                 self.by_identity.insert_unique(hash, r, |&r| {
@@ -1417,13 +1462,18 @@ impl Engine {
         let conn = self.id_of(index);
         match self.conns[index].role {
             Role::Server { record } => {
+                let (stamp, tick) = (self.next_stamp, self.tick);
                 let identity = record.map(|r| {
                     let rec = &mut self.records[r as usize];
                     if rec.conn == Some(conn) {
                         rec.conn = None;
+                        rec.left_stamp = stamp;
+                        self.left.push_back((r, stamp, tick));
+                        self.next_stamp += 1;
                     }
                     rec.identity.clone()
                 });
+                self.forget_records();
                 if identity.is_some() {
                     info!(
                         "{conn}: session of {} closed: {reason}",

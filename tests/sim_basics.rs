@@ -141,3 +141,31 @@ fn oversize_length_gets_an_error_and_a_close() {
     let id = w.send(client, b"still here");
     assert!(w.sim.run_until(SECOND, |s| acked(s, client, id)));
 }
+
+#[test]
+fn records_of_clients_that_left_are_forgotten_after_the_linger() {
+    let cfg = default_config();
+    let linger = cfg.record_linger;
+    let mut w = World::new(15, 1, cfg);
+    let clients: Vec<_> = (0..200)
+        .map(|i| w.client(&format!("once{i}"), &[0]))
+        .collect();
+    assert!(w
+        .sim
+        .run_until(SECOND, |s| clients.iter().all(|&c| active(s, c))));
+    assert_eq!(w.sim.engine(w.servers[0]).session_records(), 200);
+    let now = w.sim.now();
+    for &c in &clients {
+        w.sim.engine(c.0).close_client(c.1, now);
+    }
+    w.sim.run_for(SECOND);
+    // Kept for a while (a reconnect would find its state)...
+    assert_eq!(w.sim.engine(w.servers[0]).session_records(), 200);
+    // ...then forgotten: ever new names cannot grow the server's memory for good.
+    w.sim.run_for(linger);
+    assert_eq!(w.sim.engine(w.servers[0]).session_records(), 0);
+    // A name that comes back later is a fresh session.
+    let again = w.client("once7", &[0]);
+    assert!(w.sim.run_until(SECOND, |s| active(s, again)));
+    assert_eq!(w.sim.engine(w.servers[0]).session_records(), 1);
+}
