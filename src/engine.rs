@@ -341,6 +341,9 @@ struct Buffers {
     out: BytesMut,
 }
 
+/// Size of the shared receive buffer's chunks.
+const RX_CHUNK: usize = 64 * 1024;
+
 /// Buffer pairs kept for reuse, and the largest pair worth keeping.
 const POOL_MAX: usize = 1024;
 const POOLED_CAPACITY_MAX: usize = 64 * 1024;
@@ -433,8 +436,9 @@ pub struct Engine {
     transmit: VecDeque<ConnId>,
     events: VecDeque<Event>,
     fired: Vec<(TimerKey, u32)>,
-    /// Receive buffer shared by raw-mode connections.
-    raw_in: BytesMut,
+    /// Receive buffer shared by all connections: complete frames (and raw chunks) are
+    /// split off it; it is empty between calls.
+    rx: BytesMut,
     /// Boxed because the same boxes move into connections (`Option<Box<Buffers>>`, one
     /// word while idle) and back, without copying their contents.
     #[allow(clippy::vec_box)]
@@ -471,7 +475,7 @@ impl Engine {
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             fired: Vec::new(),
-            raw_in: BytesMut::new(),
+            rx: BytesMut::new(),
             pool: Vec::new(),
             cfg,
         }
@@ -682,39 +686,84 @@ impl Engine {
         }
         c.idle.record_read(self.tick);
         if c.role == Role::Raw {
-            // One shared buffer for every raw connection: once the application has dropped
-            // the previous chunk, `split` hands out the same memory again.
-            self.raw_in.extend_from_slice(bytes);
-            let data = self.raw_in.split().freeze();
+            // Raw bytes are handed over from the shared receive buffer as they are.
+            self.fill_rx(bytes);
+            let data = self.rx.split().freeze();
             self.events.push_back(Event::Raw { conn, data });
             return;
         }
-        let pool = &mut self.pool;
-        let b = c.bufs.get_or_insert_with(|| pool.pop().unwrap_or_default());
-        b.inbuf.extend_from_slice(bytes);
+        // Frames are decoded from one receive buffer shared by every connection: the
+        // payloads handed to the application point into it, and once it has dropped them
+        // the memory is used again, so steady traffic allocates (almost) nothing. Only a
+        // partial frame is copied into a connection's own buffer, to wait for the rest.
+        let partial = !c.decoder.is_idle() || c.bufs.as_ref().is_some_and(|b| !b.inbuf.is_empty());
+        if partial {
+            let pool = &mut self.pool;
+            let b = c.bufs.get_or_insert_with(|| pool.pop().unwrap_or_default());
+            b.inbuf.extend_from_slice(bytes);
+            if !self.decode_frames(index, conn, false) {
+                return;
+            }
+        } else {
+            self.rx.clear();
+            self.fill_rx(bytes);
+            let open = self.decode_frames(index, conn, true);
+            if open && !self.rx.is_empty() {
+                let pool = &mut self.pool;
+                let c = &mut self.conns[index];
+                let b = c.bufs.get_or_insert_with(|| pool.pop().unwrap_or_default());
+                b.inbuf.extend_from_slice(&self.rx);
+            }
+            self.rx.clear();
+            if !open {
+                return;
+            }
+        }
+        self.recycle(index);
+    }
+
+    /// Appends to the shared receive buffer. When its room runs out while payloads still
+    /// point into it, a new one of at least `RX_CHUNK` is started: one allocation per
+    /// chunk's worth of traffic instead of one per read.
+    fn fill_rx(&mut self, bytes: &[u8]) {
+        if self.rx.capacity() - self.rx.len() < bytes.len() {
+            self.rx.reserve(bytes.len().max(RX_CHUNK));
+        }
+        self.rx.extend_from_slice(bytes);
+    }
+
+    /// Decodes and handles the frames waiting in the shared receive buffer (`shared`) or
+    /// in the connection's own. Returns whether the connection is still open for reading.
+    fn decode_frames(&mut self, index: usize, conn: ConnId, shared: bool) -> bool {
         loop {
             let c = &mut self.conns[index];
-            let Some(b) = c.bufs.as_mut() else { return };
-            match c.decoder.decode(&mut b.inbuf) {
+            let buf = if shared {
+                &mut self.rx
+            } else {
+                match c.bufs.as_mut() {
+                    Some(b) => &mut b.inbuf,
+                    None => return true,
+                }
+            };
+            match c.decoder.decode(buf) {
                 Ok(Some(frame)) => {
                     self.on_frame(index, frame);
                     // The frame may have closed the connection.
                     if !self.live(conn) || self.conns[index].state == ConnState::Closing {
-                        return;
+                        return false;
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => return true,
                 Err(e) => {
                     let reason = Reason {
                         code: e.code(),
                         text: Text::from(e.to_string()),
                     };
                     self.fail_with_error(index, reason);
-                    return;
+                    return false;
                 }
             }
         }
-        self.recycle(index);
     }
 
     /// Gives the connection's buffers back to the pool if nothing waits in them.
@@ -1764,6 +1813,51 @@ mod tests {
             })
             .count();
         assert_eq!(closed, 1);
+    }
+
+    /// Frames split anywhere across reads: complete ones are decoded from the shared
+    /// receive buffer, the partial rest waits in the connection's own.
+    #[test]
+    fn frames_split_at_any_point_across_reads() {
+        let enc = Encoder::default();
+        let mut wire = BytesMut::new();
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            instance: 5,
+            attempt: 0,
+            identity: Text::from("splitter"),
+            token: Bytes::new(),
+        };
+        enc.encode(&Frame::Hello(Box::new(hello)), &mut wire)
+            .unwrap();
+        enc.encode(&Frame::Ping(77), &mut wire).unwrap();
+        enc.encode_message(1, b"payload", &mut wire).unwrap();
+        for cut in 0..=wire.len() {
+            for cut2 in cut..=wire.len() {
+                let now = Instant::now();
+                let mut e = Engine::new(Config::default(), now, 1);
+                let conn = e.handle_accept(now).unwrap();
+                e.handle_read(conn, &wire[..cut], now);
+                e.handle_read(conn, &wire[cut..cut2], now);
+                e.handle_read(conn, &wire[cut2..], now);
+                let events: Vec<Event> = std::iter::from_fn(|| e.poll_event()).collect();
+                assert!(
+                    matches!(&events[..], [Event::SessionOpened { .. }, Event::Message { id: 1, payload, .. }] if payload == &b"payload"[..]),
+                    "cuts {cut}/{cut2}: {events:?}"
+                );
+                let mut out = BytesMut::from(e.outbound(conn));
+                let mut dec = Decoder::default();
+                let frames: Vec<Frame> =
+                    std::iter::from_fn(|| dec.decode(&mut out).ok().flatten()).collect();
+                assert!(
+                    matches!(
+                        frames[..],
+                        [Frame::Welcome(_), Frame::Pong(77), Frame::Ack(1)]
+                    ),
+                    "{frames:?}"
+                );
+            }
+        }
     }
 
     #[test]
