@@ -59,6 +59,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Names a connection of an engine. Stale ids (the connection is gone, its slot reused) are
@@ -384,8 +385,9 @@ struct Client {
     token: Bytes,
     instance: u64,
     attempt: u32,
-    servers: Vec<SocketAddr>,
-    cooldown_until: Vec<Option<Tick>>,
+    /// Shared by the clients created with the same list (see `Engine::server_list`).
+    servers: Arc<[SocketAddr]>,
+    cooldown_until: Box<[Option<Tick>]>,
     current: usize,
     state: ClientState,
     conn: Option<ConnId>,
@@ -394,10 +396,11 @@ struct Client {
     send: SendQueue,
     recv: RecvState,
     session: Option<u64>,
-    rtt_last: Option<Duration>,
-    rtt_total: Duration,
+    /// Round trips in microseconds: the last one, and the sum and count for the mean.
+    rtt_last_us: Option<u32>,
+    rtt_sum_us: u64,
     rtt_count: u32,
-    active_since: Option<Instant>,
+    active_since: Option<Tick>,
     sessions: u32,
 }
 
@@ -443,6 +446,7 @@ pub struct Engine {
     /// word while idle) and back, without copying their contents.
     #[allow(clippy::vec_box)]
     pool: Vec<Box<Buffers>>,
+    last_servers: Option<Arc<[SocketAddr]>>,
 }
 
 impl Engine {
@@ -477,6 +481,7 @@ impl Engine {
             fired: Vec::new(),
             rx: BytesMut::new(),
             pool: Vec::new(),
+            last_servers: None,
             cfg,
         }
     }
@@ -986,14 +991,15 @@ impl Engine {
         let instance = cfg.instance.unwrap_or_else(|| self.rng.next_u64());
         let gen = self.next_gen();
         let n = cfg.servers.len();
+        let servers = self.server_list(cfg.servers);
         let index = self.clients.insert(Client {
             gen,
             identity: cfg.identity,
             token: cfg.token,
             instance,
             attempt: 0,
-            servers: cfg.servers,
-            cooldown_until: vec![None; n],
+            servers,
+            cooldown_until: vec![None; n].into_boxed_slice(),
             current: 0,
             state: ClientState::Backoff,
             conn: None,
@@ -1002,8 +1008,8 @@ impl Engine {
             send: SendQueue::new(),
             recv: RecvState::default(),
             session: None,
-            rtt_last: None,
-            rtt_total: Duration::ZERO,
+            rtt_last_us: None,
+            rtt_sum_us: 0,
             rtt_count: 0,
             active_since: None,
             sessions: 0,
@@ -1047,6 +1053,19 @@ impl Engine {
         Ok(id)
     }
 
+    /// The server list for a new client: the previous client's list when equal, so that
+    /// thousands of clients of one process share one copy.
+    fn server_list(&mut self, servers: Vec<SocketAddr>) -> Arc<[SocketAddr]> {
+        match &self.last_servers {
+            Some(last) if **last == servers[..] => last.clone(),
+            _ => {
+                let list: Arc<[SocketAddr]> = servers.into();
+                self.last_servers = Some(list.clone());
+                list
+            }
+        }
+    }
+
     /// Client side: stops the client for good; unacknowledged messages are reported as
     /// [`Event::Failed`].
     pub fn close_client(&mut self, client: ClientId, now: Instant) {
@@ -1064,11 +1083,10 @@ impl Engine {
         Some(ClientInfo {
             state: k.state,
             server: k.servers.get(k.current).copied(),
-            uptime: k
-                .active_since
-                .map(|t| self.now.saturating_duration_since(t)),
-            rtt_last: k.rtt_last,
-            rtt_mean: (k.rtt_count > 0).then(|| k.rtt_total / k.rtt_count),
+            uptime: k.active_since.map(ago),
+            rtt_last: k.rtt_last_us.map(|us| Duration::from_micros(u64::from(us))),
+            rtt_mean: (k.rtt_count > 0)
+                .then(|| Duration::from_micros(k.rtt_sum_us / u64::from(k.rtt_count))),
             since_read: conn.map(|c| ago(c.idle.last_read())),
             since_write: conn.map(|c| ago(c.idle.last_write())),
             reconnects: k.sessions.saturating_sub(1),
@@ -1253,9 +1271,10 @@ impl Engine {
                         let now = self.now.saturating_duration_since(self.clock.origin());
                         if let Some(rtt) = now.checked_sub(sent) {
                             let k = &mut self.clients[ci];
-                            k.rtt_last = Some(rtt);
-                            k.rtt_total += rtt;
-                            k.rtt_count += 1;
+                            let us = u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX);
+                            k.rtt_last_us = Some(us);
+                            k.rtt_sum_us = k.rtt_sum_us.saturating_add(u64::from(us));
+                            k.rtt_count = k.rtt_count.saturating_add(1);
                             self.events.push_back(Event::Rtt { client: id, rtt });
                         }
                     }
@@ -1423,7 +1442,7 @@ impl Engine {
     }
 
     fn on_welcome(&mut self, index: usize, ci: usize, w: Welcome) {
-        let now = self.now;
+        let tick = self.tick;
         let k = &mut self.clients[ci];
         if k.session != Some(w.session) {
             // A different server-side record: its message ids start over.
@@ -1432,7 +1451,7 @@ impl Engine {
         }
         k.state = ClientState::Active;
         k.failures = 0;
-        k.active_since = Some(now);
+        k.active_since = Some(tick);
         k.sessions += 1;
         let pending: Vec<(u64, Bytes)> = k.send.iter().cloned().collect();
         let c = &mut self.conns[index];
