@@ -402,6 +402,9 @@ struct Client {
     rtt_count: u32,
     active_since: Option<Tick>,
     sessions: u32,
+    /// The ping interval of the current session, in ticks, when the server's WELCOME
+    /// asked for a shorter one than the configured `ping_interval`.
+    ping_ticks: Option<u32>,
 }
 
 /// Wheel values with this bit name a client record's backoff timer, not a connection.
@@ -580,7 +583,14 @@ impl Engine {
         let c = &self.conns[index];
         match (c.state, c.role) {
             (ConnState::Active, Role::Server { .. }) => self.server_idle,
-            (ConnState::Active, Role::Client { .. }) => self.client_idle,
+            (ConnState::Active, Role::Client { client }) => {
+                match self.clients[client as usize].ping_ticks {
+                    // The server asked for a shorter interval than ours: its idle timeout
+                    // is built on it (PROTOCOL.md 3.2).
+                    Some(t) => IdleConfig::from_ticks(Some(t), Some(t), None),
+                    None => self.client_idle,
+                }
+            }
             _ => IdleConfig::DISABLED,
         }
     }
@@ -1013,6 +1023,7 @@ impl Engine {
             rtt_count: 0,
             active_since: None,
             sessions: 0,
+            ping_ticks: None,
         });
         self.start_connect(index);
         self.client_id(index)
@@ -1443,6 +1454,9 @@ impl Engine {
 
     fn on_welcome(&mut self, index: usize, ci: usize, w: Welcome) {
         let tick = self.tick;
+        let announced = Duration::from_millis(u64::from(w.ping_interval_ms));
+        let ping_ticks = (!announced.is_zero() && announced < self.cfg.ping_interval)
+            .then(|| self.clock.interval_ticks(announced));
         let k = &mut self.clients[ci];
         if k.session != Some(w.session) {
             // A different server-side record: its message ids start over.
@@ -1450,6 +1464,7 @@ impl Engine {
             k.session = Some(w.session);
         }
         k.state = ClientState::Active;
+        k.ping_ticks = ping_ticks;
         k.failures = 0;
         k.active_since = Some(tick);
         k.sessions += 1;

@@ -169,3 +169,45 @@ fn records_of_clients_that_left_are_forgotten_after_the_linger() {
     assert!(w.sim.run_until(SECOND, |s| active(s, again)));
     assert_eq!(w.sim.engine(w.servers[0]).session_records(), 1);
 }
+
+#[test]
+fn client_adopts_a_shorter_ping_interval_announced_by_the_server() {
+    use bytes::Bytes;
+    use liveline::engine::ClientConfig;
+    use liveline::frame::Text;
+    use liveline::sim::{NetConfig, Sim};
+    // The server wants a ping every 2 s and drops after 6 s of silence; the client was
+    // configured for 10 s. Without adopting the server's interval it would be dropped.
+    let server_cfg = liveline::config::Config {
+        ping_interval: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(6),
+        ..default_config()
+    };
+    let mut sim = Sim::new(3, std::time::Instant::now(), NetConfig::default());
+    let addr: std::net::SocketAddr = "127.0.0.1:9000".parse().unwrap();
+    let server = sim.add_node(server_cfg, Some(addr));
+    let node = sim.add_node(default_config(), None);
+    let now = sim.now();
+    let id = sim.engine(node).add_client(
+        ClientConfig {
+            identity: Text::from("obliging"),
+            token: Bytes::new(),
+            servers: vec![addr],
+            instance: None,
+        },
+        now,
+    );
+    let client = (node, id);
+    assert!(sim.run_until(SECOND, |s| active(s, client)));
+    sim.run_for(Duration::from_secs(60));
+    let info = sim.engine(node).client_info(id).unwrap();
+    assert_eq!(info.state, ClientState::Active);
+    assert_eq!(info.reconnects, 0);
+    assert!(closed_reason(&sim, server).is_none());
+    let pongs = sim
+        .events(node)
+        .iter()
+        .filter(|e| matches!(e, Event::Rtt { .. }))
+        .count();
+    assert!(pongs >= 25, "{pongs} pongs in 60 s at a 2 s interval");
+}
