@@ -1,4 +1,4 @@
-//! Incremental, bounded frame decoder and encoder for the [`frame`](crate::frame) layout.
+//! Incremental, bounded frame decoder and encoder for the [`crate::frame`] layout.
 //!
 //! The decoder is a push parser over a [`BytesMut`] the caller appends socket bytes to:
 //!
