@@ -1900,7 +1900,8 @@ mod tests {
         let conn = std::mem::size_of::<Conn>();
         let record = std::mem::size_of::<Record>();
         let client = std::mem::size_of::<Client>();
-        eprintln!("conn {conn} B, record {record} B, client {client} B");
+        let event = std::mem::size_of::<Event>();
+        eprintln!("conn {conn} B, record {record} B, client {client} B, event {event} B");
         assert!(conn <= 160, "{conn}");
         assert!(record <= 160, "{record}");
     }
