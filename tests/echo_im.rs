@@ -93,3 +93,18 @@ fn the_demo_runs_by_itself_and_reports_exactly_once() {
     let status = demo.child.wait().unwrap();
     assert!(status.success());
 }
+
+#[test]
+fn messages_to_an_offline_user_are_held_until_they_log_in() {
+    let addr = free_addr();
+    let mut server = Proc::server(addr, &[]);
+    let mut alice = Proc::client("alice", &[addr]);
+    alice.expect(|l| l.starts_with("connected to"));
+    alice.send(":to dave are you there?");
+    alice.send(":users");
+    alice.expect(|l| l == "online: alice");
+    server.expect(|l| l.contains("held a message for dave"));
+    let mut dave = Proc::client("dave", &[addr]);
+    dave.expect(|l| l == "[alice -> you] are you there?");
+    server.expect(|l| l.contains("delivering 1 held message(s) to dave"));
+}
