@@ -837,23 +837,22 @@ impl Engine {
         }
     }
 
-    /// Runs the timers due at `now`.
+    /// Runs the timers due at `now`, at most a batch of them per call (see
+    /// [`poll_timeout`](Self::poll_timeout): it is `now` or earlier while more are due).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.set_now(now);
         self.forget_records();
+        // At most MAX_FIRED timers per call, so that a mass expiry (100k heartbeats due in
+        // the same tick) cannot hold up I/O: if more are due, `poll_timeout` says "now" and
+        // the driver comes back after one more round of I/O.
         let mut fired = std::mem::take(&mut self.fired);
-        loop {
-            fired.clear();
-            self.wheel.poll(self.tick, &mut fired, MAX_FIRED);
-            if fired.is_empty() {
-                break;
-            }
-            for &(key, value) in &fired {
-                if value & CLIENT_TIMER != 0 {
-                    self.on_client_timer((value & !CLIENT_TIMER) as usize, key);
-                } else {
-                    self.on_conn_timer(value as usize, key);
-                }
+        fired.clear();
+        self.wheel.poll(self.tick, &mut fired, MAX_FIRED);
+        for &(key, value) in &fired {
+            if value & CLIENT_TIMER != 0 {
+                self.on_client_timer((value & !CLIENT_TIMER) as usize, key);
+            } else {
+                self.on_conn_timer(value as usize, key);
             }
         }
         self.fired = fired;
@@ -1892,6 +1891,49 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// 10,000 handshake deadlines expire in the same tick: they are handled in batches,
+    /// and `poll_timeout` asks for another call right away while any are left.
+    #[test]
+    fn a_mass_expiry_is_handled_in_batches() {
+        let start = Instant::now();
+        let cfg = Config {
+            max_connections: 20_000,
+            ..Config::default()
+        };
+        let deadline = cfg.handshake_timeout;
+        let mut e = Engine::new(cfg, start, 1);
+        for _ in 0..10_000 {
+            e.handle_accept(start).unwrap();
+        }
+        let later = start + deadline + Duration::from_secs(1);
+        let (mut calls, mut timed_out) = (0, 0);
+        while timed_out < 10_000 {
+            e.handle_timeout(later);
+            calls += 1;
+            let now_closed = std::iter::from_fn(|| e.poll_event())
+                .filter(|ev| {
+                    matches!(ev, Event::SessionClosed { reason, .. } if reason.code == Code::HANDSHAKE_TIMEOUT)
+                })
+                .count();
+            assert!(
+                now_closed <= MAX_FIRED,
+                "one call did too much: {now_closed}"
+            );
+            timed_out += now_closed;
+            if timed_out < 10_000 {
+                assert!(
+                    e.poll_timeout().is_some_and(|t| t <= later),
+                    "must come back now"
+                );
+            }
+            assert!(calls <= 10, "no progress");
+        }
+        assert!(
+            calls >= 3,
+            "10,000 in batches of {MAX_FIRED}: {calls} calls"
+        );
     }
 
     #[test]
