@@ -59,6 +59,42 @@ impl Default for NetConfig {
     }
 }
 
+/// A node's connection ends, indexed by the engine's slot index: no hashing per byte moved.
+#[derive(Default)]
+struct Ends(Vec<Option<(ConnId, LinkId, usize)>>);
+
+impl Ends {
+    fn get(&self, conn: ConnId) -> Option<(LinkId, usize)> {
+        match self.0.get(conn.index()) {
+            Some(&Some((c, link, side))) if c == conn => Some((link, side)),
+            _ => None,
+        }
+    }
+
+    fn insert(&mut self, conn: ConnId, link: LinkId, side: usize) {
+        if self.0.len() <= conn.index() {
+            self.0.resize(conn.index() + 1, None);
+        }
+        self.0[conn.index()] = Some((conn, link, side));
+    }
+
+    fn remove(&mut self, conn: ConnId) -> Option<(LinkId, usize)> {
+        let found = self.get(conn);
+        if found.is_some() {
+            self.0[conn.index()] = None;
+        }
+        found
+    }
+
+    fn links(&self) -> impl Iterator<Item = LinkId> + '_ {
+        self.0.iter().flatten().map(|&(_, link, _)| link)
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
 struct Node {
     engine: Engine,
     listen: Option<SocketAddr>,
@@ -66,7 +102,8 @@ struct Node {
     refusing: bool,
     events: Vec<Event>,
     /// Link ends of this node's connections.
-    ends: HashMap<ConnId, (LinkId, usize)>,
+    /// Link ends of this node's connections, by the connection's slot index.
+    ends: Ends,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,6 +169,8 @@ pub struct Sim {
     queue: BTreeMap<Instant, Vec<Action>>,
     /// Engine ends with output the window did not let out yet.
     blocked: Vec<(usize, ConnId)>,
+    /// Buffers of delivered writes, reused for the next ones.
+    spare: Vec<BytesMut>,
     /// Connections opened, per node, for tests that check reconnect spreading.
     accepts: Vec<(Instant, usize)>,
 }
@@ -151,6 +190,7 @@ impl Sim {
             queue: BTreeMap::new(),
             blocked: Vec::new(),
             accepts: Vec::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -169,7 +209,7 @@ impl Sim {
             alive: true,
             refusing: false,
             events: Vec::new(),
-            ends: HashMap::new(),
+            ends: Ends::default(),
         });
         NodeId(self.nodes.len() - 1)
     }
@@ -204,12 +244,12 @@ impl Sim {
 
     /// The link carrying the node's connection `conn`, if any.
     pub fn link_of(&self, node: NodeId, conn: ConnId) -> Option<LinkId> {
-        self.nodes[node.0].ends.get(&conn).map(|&(l, _)| l)
+        self.nodes[node.0].ends.get(conn).map(|(l, _)| l)
     }
 
     /// Links of a node, in creation order.
     pub fn links_of(&self, node: NodeId) -> Vec<LinkId> {
-        let mut v: Vec<LinkId> = self.nodes[node.0].ends.values().map(|&(l, _)| l).collect();
+        let mut v: Vec<LinkId> = self.nodes[node.0].ends.links().collect();
         v.sort_by_key(|l| l.0);
         v
     }
@@ -248,7 +288,7 @@ impl Sim {
     /// the end after the bytes already in flight; the node's engine sees its connection
     /// fail.
     pub fn fin(&mut self, node: NodeId, conn: ConnId) {
-        if let Some((link, side)) = self.nodes[node.0].ends.remove(&conn) {
+        if let Some((link, side)) = self.nodes[node.0].ends.remove(conn) {
             if self.links.contains_key(&link.0) {
                 self.schedule_fin(link.0, side);
             }
@@ -328,7 +368,7 @@ impl Sim {
                     last_arrival: [self.now; 2],
                     stalled: false,
                 });
-                self.nodes[t].ends.insert(conn, (LinkId(link), 1));
+                self.nodes[t].ends.insert(conn, LinkId(link), 1);
                 self.raws[raw].link = Some(LinkId(link));
             }
             _ => self.raws[raw].closed = true,
@@ -449,6 +489,14 @@ impl Sim {
         id
     }
 
+    /// Keeps a delivered write's buffer for the next one (a bounded number of them).
+    fn recycle(&mut self, mut bytes: BytesMut) {
+        if self.spare.len() < 4096 && bytes.capacity() <= 64 * 1024 {
+            bytes.clear();
+            self.spare.push(bytes);
+        }
+    }
+
     fn schedule(&mut self, at: Instant, action: Action) {
         self.queue.entry(at).or_default().push(action);
     }
@@ -535,7 +583,7 @@ impl Sim {
                 }
             }
             Io::Close { conn } => {
-                if let Some((link, side)) = self.nodes[node].ends.remove(&conn) {
+                if let Some((link, side)) = self.nodes[node].ends.remove(conn) {
                     if self.links.contains_key(&link.0) {
                         self.schedule_fin(link.0, side);
                     }
@@ -546,7 +594,7 @@ impl Sim {
 
     /// Moves as much of the connection's output into the link as its window allows.
     fn transmit(&mut self, node: usize, conn: ConnId) {
-        let Some(&(link, side)) = self.nodes[node].ends.get(&conn) else {
+        let Some((link, side)) = self.nodes[node].ends.get(conn) else {
             // Not connected (yet, or any more): the bytes have nowhere to go.
             return;
         };
@@ -557,7 +605,8 @@ impl Sim {
         let out = self.nodes[node].engine.outbound(conn);
         let n = out.len().min(room);
         if n > 0 {
-            let bytes = BytesMut::from(&out[..n]);
+            let mut bytes = self.spare.pop().unwrap_or_default();
+            bytes.extend_from_slice(&out[..n]);
             self.nodes[node].engine.handle_sent(conn, n, self.now);
             self.send_on(link.0, side, bytes);
         }
@@ -616,6 +665,7 @@ impl Sim {
                         self.raw_read(raw);
                     }
                 }
+                self.recycle(bytes);
             }
             Action::Fin { link, dir } => {
                 let Some(l) = self.links.remove(&link) else {
@@ -626,7 +676,7 @@ impl Sim {
                     if i != dir {
                         self.end_closed(end);
                     } else if let End::Engine { node, conn } = end {
-                        self.nodes[node].ends.remove(&conn);
+                        self.nodes[node].ends.remove(conn);
                     } else if let End::Raw { raw } = end {
                         self.raws[raw].link = None;
                         self.raws[raw].closed = true;
@@ -660,8 +710,8 @@ impl Sim {
                     last_arrival: [self.now; 2],
                     stalled: false,
                 });
-                self.nodes[from].ends.insert(conn, (LinkId(link), 0));
-                self.nodes[to].ends.insert(server, (LinkId(link), 1));
+                self.nodes[from].ends.insert(conn, LinkId(link), 0);
+                self.nodes[to].ends.insert(server, LinkId(link), 1);
                 self.nodes[from].engine.handle_connected(conn, self.now);
             }
             Action::Refused { from, conn } => {
@@ -677,7 +727,7 @@ impl Sim {
     fn end_closed(&mut self, end: End) {
         match end {
             End::Engine { node, conn } => {
-                self.nodes[node].ends.remove(&conn);
+                self.nodes[node].ends.remove(conn);
                 if self.nodes[node].alive {
                     self.nodes[node].engine.handle_closed(conn, self.now);
                 }
