@@ -342,6 +342,10 @@ struct Buffers {
     out: BytesMut,
 }
 
+/// The smallest frame limit a client accepts from a server's WELCOME: a server claiming
+/// less could not even receive a PING.
+const MIN_PEER_FRAME: u32 = 64;
+
 /// Size of the shared receive buffer's chunks.
 const RX_CHUNK: usize = 64 * 1024;
 
@@ -405,6 +409,8 @@ struct Client {
     /// The ping interval of the current session, in ticks, when the server's WELCOME
     /// asked for a shorter one than the configured `ping_interval`.
     ping_ticks: Option<u32>,
+    /// The largest frame this client sends: its own limit, or the last server's if smaller.
+    max_frame_len: u32,
 }
 
 /// Wheel values with this bit name a client record's backoff timer, not a connection.
@@ -1023,6 +1029,7 @@ impl Engine {
             active_since: None,
             sessions: 0,
             ping_ticks: None,
+            max_frame_len: self.cfg.max_frame_len,
         });
         self.start_connect(index);
         self.client_id(index)
@@ -1032,6 +1039,9 @@ impl Engine {
     pub fn client_send_data(&mut self, client: ClientId, payload: &[u8]) -> Result<(), SendError> {
         let ci = self.client_index(client).ok_or(SendError::Gone)?;
         let k = &self.clients[ci];
+        if 1 + payload.len() > k.max_frame_len as usize {
+            return Err(SendError::TooLarge);
+        }
         match (k.state, k.conn) {
             (ClientState::Active, Some(conn)) => self.queue_data(conn.index as usize, payload),
             _ => Err(SendError::NotActive),
@@ -1047,9 +1057,11 @@ impl Engine {
         payload: Bytes,
     ) -> Result<u64, SendError> {
         let ci = self.client_index(client).ok_or(SendError::Gone)?;
-        self.check_size(8 + payload.len())?;
         let window = self.cfg.max_unacked;
         let k = &mut self.clients[ci];
+        if 1 + 8 + payload.len() > k.max_frame_len as usize {
+            return Err(SendError::TooLarge);
+        }
         if k.state == ClientState::Closed {
             return Err(SendError::Gone);
         }
@@ -1467,13 +1479,31 @@ impl Engine {
         k.failures = 0;
         k.active_since = Some(tick);
         k.sessions += 1;
+        // The server's frame limit binds this session (PROTOCOL.md 3.2). Queued messages
+        // that no longer fit could never be delivered here: they are reported failed.
+        k.max_frame_len = self
+            .cfg
+            .max_frame_len
+            .min(w.max_frame_len.max(MIN_PEER_FRAME));
+        let limit = k.max_frame_len as usize;
         let pending: Vec<(u64, Bytes)> = k.send.iter().cloned().collect();
+        let client = self.client_id(ci);
         let c = &mut self.conns[index];
         c.state = ConnState::Active;
         c.deadline = None;
         self.rearm(index);
         for (id, payload) in pending {
-            self.queue_message(index, id, &payload);
+            if 1 + 8 + payload.len() > limit {
+                self.clients[ci].send.ack(id);
+                warn!("{client}: message {id} is larger than the server accepts; failed");
+                self.events.push_back(Event::Failed {
+                    client,
+                    id,
+                    payload,
+                });
+            } else {
+                self.queue_message(index, id, &payload);
+            }
         }
         self.client_event(ci, ClientState::Active, None, None);
     }

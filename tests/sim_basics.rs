@@ -211,3 +211,56 @@ fn client_adopts_a_shorter_ping_interval_announced_by_the_server() {
         .count();
     assert!(pongs >= 25, "{pongs} pongs in 60 s at a 2 s interval");
 }
+
+#[test]
+fn client_keeps_to_the_frame_limit_the_server_announces() {
+    use bytes::Bytes;
+    use liveline::engine::{ClientConfig, SendError};
+    use liveline::frame::Text;
+    use liveline::sim::{NetConfig, Sim};
+    let server_cfg = liveline::config::Config {
+        max_frame_len: 1024,
+        ..default_config()
+    };
+    let mut sim = Sim::new(4, std::time::Instant::now(), NetConfig::default());
+    let addr: std::net::SocketAddr = "127.0.0.1:9000".parse().unwrap();
+    let server = sim.add_node(server_cfg, Some(addr));
+    let node = sim.add_node(default_config(), None);
+    let now = sim.now();
+    let id = sim.engine(node).add_client(
+        ClientConfig {
+            identity: Text::from("modest"),
+            token: Bytes::new(),
+            servers: vec![addr],
+            instance: None,
+        },
+        now,
+    );
+    // Queued before the session: one fits the server's limit, one does not.
+    let small = sim
+        .engine(node)
+        .client_send_message(id, Bytes::from(vec![1u8; 500]))
+        .unwrap();
+    let big = sim
+        .engine(node)
+        .client_send_message(id, Bytes::from(vec![2u8; 2000]))
+        .unwrap();
+    let client = (node, id);
+    assert!(sim.run_until(SECOND, |s| active(s, client) && acked(s, client, small)));
+    let failed = sim
+        .events(node)
+        .iter()
+        .any(|e| matches!(e, Event::Failed { id: f, .. } if *f == big));
+    assert!(failed, "the oversized message is reported, not sent");
+    // Once the limit is known, oversized sends are refused up front.
+    let refused = sim
+        .engine(node)
+        .client_send_message(id, Bytes::from(vec![3u8; 2000]));
+    assert_eq!(refused, Err(SendError::TooLarge));
+    sim.run_for(SECOND);
+    assert!(
+        active(&mut sim, client),
+        "never sent the server a frame it refuses"
+    );
+    assert!(closed_reason(&sim, server).is_none());
+}
