@@ -947,7 +947,7 @@ impl Engine {
         let (ConnState::Active, Role::Server { record: Some(r) }) = (c.state, c.role) else {
             return Err(SendError::NotActive);
         };
-        self.check_size(8 + payload.len())?;
+        Self::fits(self.cfg.max_frame_len, payload.len(), true)?;
         let window = self.cfg.max_unacked;
         let id = self.records[r as usize]
             .send
@@ -1039,9 +1039,7 @@ impl Engine {
     pub fn client_send_data(&mut self, client: ClientId, payload: &[u8]) -> Result<(), SendError> {
         let ci = self.client_index(client).ok_or(SendError::Gone)?;
         let k = &self.clients[ci];
-        if 1 + payload.len() > k.max_frame_len as usize {
-            return Err(SendError::TooLarge);
-        }
+        Self::fits(k.max_frame_len, payload.len(), false)?;
         match (k.state, k.conn) {
             (ClientState::Active, Some(conn)) => self.queue_data(conn.index as usize, payload),
             _ => Err(SendError::NotActive),
@@ -1059,9 +1057,7 @@ impl Engine {
         let ci = self.client_index(client).ok_or(SendError::Gone)?;
         let window = self.cfg.max_unacked;
         let k = &mut self.clients[ci];
-        if 1 + 8 + payload.len() > k.max_frame_len as usize {
-            return Err(SendError::TooLarge);
-        }
+        Self::fits(k.max_frame_len, payload.len(), true)?;
         if k.state == ClientState::Closed {
             return Err(SendError::Gone);
         }
@@ -1156,8 +1152,11 @@ impl Engine {
         self.clock.deadline_after(self.now, d)
     }
 
-    fn check_size(&self, body: usize) -> Result<(), SendError> {
-        if body < self.cfg.max_frame_len as usize {
+    /// Whether a DATA (`id: false`) or MESSAGE (`id: true`) frame with this payload fits
+    /// in frames of at most `limit` (the length prefix counts the kind byte and body).
+    fn fits(limit: u32, payload: usize, id: bool) -> Result<(), SendError> {
+        let frame_len = 1 + if id { 8 } else { 0 } + payload;
+        if frame_len <= limit as usize {
             Ok(())
         } else {
             Err(SendError::TooLarge)
@@ -1485,7 +1484,7 @@ impl Engine {
             .cfg
             .max_frame_len
             .min(w.max_frame_len.max(MIN_PEER_FRAME));
-        let limit = k.max_frame_len as usize;
+        let limit = k.max_frame_len;
         let pending: Vec<(u64, Bytes)> = k.send.iter().cloned().collect();
         let client = self.client_id(ci);
         let c = &mut self.conns[index];
@@ -1493,7 +1492,7 @@ impl Engine {
         c.deadline = None;
         self.rearm(index);
         for (id, payload) in pending {
-            if 1 + 8 + payload.len() > limit {
+            if Self::fits(limit, payload.len(), true).is_err() {
                 self.clients[ci].send.ack(id);
                 warn!("{client}: message {id} is larger than the server accepts; failed");
                 self.events.push_back(Event::Failed {

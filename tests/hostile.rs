@@ -6,7 +6,7 @@
 mod common;
 
 use common::process::{cpu_ticks, example, free_addr, rss_kib, Proc, LIMIT};
-use liveline::codec::Decoder;
+use common::{error_code, frames_in, hello_bytes};
 use liveline::frame::{Code, Frame};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -80,33 +80,12 @@ fn read_until_closed(s: &mut TcpStream) -> Vec<Frame> {
     let mut got = Vec::new();
     // A reset after the ERROR frame is as good as a FIN here.
     let _ = s.read_to_end(&mut got);
-    frames(&got)
+    frames_in(&got)
 }
 
-fn frames(bytes: &[u8]) -> Vec<Frame> {
-    let mut buf = bytes::BytesMut::from(bytes);
-    let mut dec = Decoder::default();
-    let mut out = Vec::new();
-    while let Ok(Some(f)) = dec.decode(&mut buf) {
-        out.push(f);
-    }
-    out
-}
-
-fn error_code(frames: &[Frame]) -> Option<Code> {
-    frames.iter().find_map(|f| match f {
-        Frame::Error(r) => Some(r.code),
-        _ => None,
-    })
-}
-
+/// A HELLO for `name`, from a client instance of its own.
 fn hello(name: &str) -> Vec<u8> {
-    let mut v = vec![0, 0, 0, 0, 0x01, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0];
-    v.push(name.len() as u8);
-    v.extend_from_slice(name.as_bytes());
-    let len = (v.len() - 4) as u32;
-    v[..4].copy_from_slice(&len.to_be_bytes());
-    v
+    hello_bytes(name, 9, 0)
 }
 
 #[test]
@@ -193,7 +172,7 @@ fn slowloris_is_cut_off_by_the_handshake_deadline() {
             }
             Ok(n) => {
                 assert_eq!(
-                    error_code(&frames(&buf[..n])),
+                    error_code(&frames_in(&buf[..n])),
                     Some(Code::HANDSHAKE_TIMEOUT)
                 );
             }

@@ -172,10 +172,6 @@ fn records_of_clients_that_left_are_forgotten_after_the_linger() {
 
 #[test]
 fn client_adopts_a_shorter_ping_interval_announced_by_the_server() {
-    use bytes::Bytes;
-    use liveline::engine::ClientConfig;
-    use liveline::frame::Text;
-    use liveline::sim::{NetConfig, Sim};
     // The server wants a ping every 2 s and drops after 6 s of silence; the client was
     // configured for 10 s. Without adopting the server's interval it would be dropped.
     let server_cfg = liveline::config::Config {
@@ -183,21 +179,10 @@ fn client_adopts_a_shorter_ping_interval_announced_by_the_server() {
         idle_timeout: Duration::from_secs(6),
         ..default_config()
     };
-    let mut sim = Sim::new(3, std::time::Instant::now(), NetConfig::default());
-    let addr: std::net::SocketAddr = "127.0.0.1:9000".parse().unwrap();
-    let server = sim.add_node(server_cfg, Some(addr));
-    let node = sim.add_node(default_config(), None);
-    let now = sim.now();
-    let id = sim.engine(node).add_client(
-        ClientConfig {
-            identity: Text::from("obliging"),
-            token: Bytes::new(),
-            servers: vec![addr],
-            instance: None,
-        },
-        now,
-    );
-    let client = (node, id);
+    let mut w = World::with_configs(3, 1, server_cfg, default_config());
+    let client = w.client("obliging", &[0]);
+    let (server, node, id) = (w.servers[0], client.0, client.1);
+    let mut sim = w.sim;
     assert!(sim.run_until(SECOND, |s| active(s, client)));
     sim.run_for(Duration::from_secs(60));
     let info = sim.engine(node).client_info(id).unwrap();
@@ -215,27 +200,15 @@ fn client_adopts_a_shorter_ping_interval_announced_by_the_server() {
 #[test]
 fn client_keeps_to_the_frame_limit_the_server_announces() {
     use bytes::Bytes;
-    use liveline::engine::{ClientConfig, SendError};
-    use liveline::frame::Text;
-    use liveline::sim::{NetConfig, Sim};
+    use liveline::engine::SendError;
     let server_cfg = liveline::config::Config {
         max_frame_len: 1024,
         ..default_config()
     };
-    let mut sim = Sim::new(4, std::time::Instant::now(), NetConfig::default());
-    let addr: std::net::SocketAddr = "127.0.0.1:9000".parse().unwrap();
-    let server = sim.add_node(server_cfg, Some(addr));
-    let node = sim.add_node(default_config(), None);
-    let now = sim.now();
-    let id = sim.engine(node).add_client(
-        ClientConfig {
-            identity: Text::from("modest"),
-            token: Bytes::new(),
-            servers: vec![addr],
-            instance: None,
-        },
-        now,
-    );
+    let mut w = World::with_configs(4, 1, server_cfg, default_config());
+    let client = w.client("modest", &[0]);
+    let (server, node, id) = (w.servers[0], client.0, client.1);
+    let mut sim = w.sim;
     // Queued before the session: one fits the server's limit, one does not.
     let small = sim
         .engine(node)
@@ -245,7 +218,6 @@ fn client_keeps_to_the_frame_limit_the_server_announces() {
         .engine(node)
         .client_send_message(id, Bytes::from(vec![2u8; 2000]))
         .unwrap();
-    let client = (node, id);
     assert!(sim.run_until(SECOND, |s| active(s, client) && acked(s, client, small)));
     let failed = sim
         .events(node)

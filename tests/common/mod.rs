@@ -36,15 +36,20 @@ pub struct World {
 impl World {
     /// `n` servers on 127.0.0.1:9000.. and one node for clients, all with `cfg`.
     pub fn new(seed: u64, n: usize, cfg: Config) -> World {
+        World::with_configs(seed, n, cfg.clone(), cfg)
+    }
+
+    /// Like [`World::new`], with the servers and the client node configured apart.
+    pub fn with_configs(seed: u64, n: usize, server_cfg: Config, client_cfg: Config) -> World {
         let mut sim = Sim::new(seed, Instant::now(), NetConfig::default());
         let addrs: Vec<SocketAddr> = (0..n)
             .map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i as u16)))
             .collect();
         let servers = addrs
             .iter()
-            .map(|&a| sim.add_node(cfg.clone(), Some(a)))
+            .map(|&a| sim.add_node(server_cfg.clone(), Some(a)))
             .collect();
-        let clients = sim.add_node(cfg, None);
+        let clients = sim.add_node(client_cfg, None);
         World {
             sim,
             servers,
@@ -146,7 +151,12 @@ pub fn starts_with_welcome(bytes: &[u8]) -> bool {
 }
 
 pub fn error_code_in(bytes: &[u8]) -> Option<Code> {
-    frames_in(bytes).into_iter().find_map(|f| match f {
+    error_code(&frames_in(bytes))
+}
+
+/// The code of the first ERROR frame among `frames`.
+pub fn error_code(frames: &[Frame]) -> Option<Code> {
+    frames.iter().find_map(|f| match f {
         Frame::Error(r) => Some(r.code),
         _ => None,
     })
