@@ -59,6 +59,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -327,8 +328,14 @@ enum ConnState {
 enum Role {
     /// Accepted; the index of its session record once the handshake completed.
     Server { record: Option<u32> },
-    /// Outbound for the client record at this index.
-    Client { client: u32 },
+    /// Outbound for the client record at this index. `ping_ticks` is the session's ping
+    /// interval when the server's WELCOME asked for a shorter one than the configured
+    /// `ping_interval` (PROTOCOL.md 3.2); it lives here, not in the client record, because
+    /// every heartbeat reads it.
+    Client {
+        client: u32,
+        ping_ticks: Option<NonZeroU32>,
+    },
     /// Accepted in raw mode: bytes in, bytes out, no frames and no session.
     Raw,
 }
@@ -349,9 +356,49 @@ const MIN_PEER_FRAME: u32 = 64;
 /// Size of the shared receive buffer's chunks.
 const RX_CHUNK: usize = 64 * 1024;
 
-/// Buffer pairs kept for reuse, and the largest pair worth keeping.
-const POOL_MAX: usize = 1024;
-const POOLED_CAPACITY_MAX: usize = 64 * 1024;
+/// Buffer pairs kept for reuse: enough for a full batch of timers (each may queue a PING),
+/// within a byte budget so that a burst of large writes does not stay pinned.
+const POOL_MAX: usize = MAX_FIRED;
+const POOL_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Buffer pairs waiting for reuse, boxed because the same boxes move into connections
+/// (`Option<Box<Buffers>>`, one word while idle) and back, without copying their contents.
+#[derive(Default)]
+struct Pool {
+    #[allow(clippy::vec_box)]
+    free: Vec<Box<Buffers>>,
+    /// Capacity held by `free`, against `POOL_BYTES_MAX`.
+    bytes: usize,
+}
+
+impl Pool {
+    fn take(&mut self) -> Box<Buffers> {
+        match self.free.pop() {
+            Some(b) => {
+                self.bytes -= b.capacity();
+                b
+            }
+            None => Box::default(),
+        }
+    }
+
+    /// Keeps `b` (emptied) if the pool has room for it; otherwise frees it.
+    fn give(&mut self, mut b: Box<Buffers>) {
+        let cap = b.capacity();
+        if self.free.len() < POOL_MAX && self.bytes + cap <= POOL_BYTES_MAX {
+            b.inbuf.clear();
+            b.out.clear();
+            self.bytes += cap;
+            self.free.push(b);
+        }
+    }
+}
+
+impl Buffers {
+    fn capacity(&self) -> usize {
+        self.inbuf.capacity() + self.out.capacity()
+    }
+}
 
 struct Conn {
     gen: u32,
@@ -406,9 +453,6 @@ struct Client {
     rtt_count: u32,
     active_since: Option<Tick>,
     sessions: u32,
-    /// The ping interval of the current session, in ticks, when the server's WELCOME
-    /// asked for a shorter one than the configured `ping_interval`.
-    ping_ticks: Option<u32>,
     /// The largest frame this client sends: its own limit, or the last server's if smaller.
     max_frame_len: u32,
 }
@@ -451,10 +495,7 @@ pub struct Engine {
     /// Receive buffer shared by all connections: complete frames (and raw chunks) are
     /// split off it; it is empty between calls.
     rx: BytesMut,
-    /// Boxed because the same boxes move into connections (`Option<Box<Buffers>>`, one
-    /// word while idle) and back, without copying their contents.
-    #[allow(clippy::vec_box)]
-    pool: Vec<Box<Buffers>>,
+    pool: Pool,
     last_servers: Option<Arc<[SocketAddr]>>,
 }
 
@@ -489,7 +530,7 @@ impl Engine {
             events: VecDeque::new(),
             fired: Vec::new(),
             rx: BytesMut::new(),
-            pool: Vec::new(),
+            pool: Pool::default(),
             last_servers: None,
             cfg,
         }
@@ -589,14 +630,12 @@ impl Engine {
         let c = &self.conns[index];
         match (c.state, c.role) {
             (ConnState::Active, Role::Server { .. }) => self.server_idle,
-            (ConnState::Active, Role::Client { client }) => {
-                match self.clients[client as usize].ping_ticks {
-                    // The server asked for a shorter interval than ours: its idle timeout
-                    // is built on it (PROTOCOL.md 3.2).
-                    Some(t) => IdleConfig::from_ticks(Some(t), Some(t), None),
-                    None => self.client_idle,
-                }
-            }
+            (ConnState::Active, Role::Client { ping_ticks, .. }) => match ping_ticks {
+                // The server asked for a shorter interval than ours: its idle timeout is
+                // built on it (PROTOCOL.md 3.2).
+                Some(t) => IdleConfig::from_ticks(Some(t.get()), Some(t.get()), None),
+                None => self.client_idle,
+            },
             _ => IdleConfig::DISABLED,
         }
     }
@@ -645,7 +684,7 @@ impl Engine {
             return;
         }
         let index = conn.index as usize;
-        let Role::Client { client } = self.conns[index].role else {
+        let Role::Client { client, .. } = self.conns[index].role else {
             return;
         };
         if self.conns[index].state != ConnState::Connecting {
@@ -720,7 +759,7 @@ impl Engine {
         let partial = !c.decoder.is_idle() || c.bufs.as_ref().is_some_and(|b| !b.inbuf.is_empty());
         if partial {
             let pool = &mut self.pool;
-            let b = c.bufs.get_or_insert_with(|| pool.pop().unwrap_or_default());
+            let b = c.bufs.get_or_insert_with(|| pool.take());
             b.inbuf.extend_from_slice(bytes);
             if !self.decode_frames(index, conn, false) {
                 return;
@@ -732,7 +771,7 @@ impl Engine {
             if open && !self.rx.is_empty() {
                 let pool = &mut self.pool;
                 let c = &mut self.conns[index];
-                let b = c.bufs.get_or_insert_with(|| pool.pop().unwrap_or_default());
+                let b = c.bufs.get_or_insert_with(|| pool.take());
                 b.inbuf.extend_from_slice(&self.rx);
             }
             self.rx.clear();
@@ -799,14 +838,8 @@ impl Engine {
         if !idle {
             return;
         }
-        if let Some(mut b) = c.bufs.take() {
-            if self.pool.len() < POOL_MAX
-                && b.inbuf.capacity() + b.out.capacity() <= POOLED_CAPACITY_MAX
-            {
-                b.inbuf.clear();
-                b.out.clear();
-                self.pool.push(b);
-            }
+        if let Some(b) = c.bufs.take() {
+            self.pool.give(b);
         }
     }
 
@@ -824,7 +857,13 @@ impl Engine {
         if n > 0 {
             // Progress on a pending write counts as write activity (observeOutput).
             c.idle.record_write(self.tick);
-            b.out.advance(n);
+            if n == b.out.len() {
+                // Not `advance`: that would leave the buffer's start behind, and the next
+                // frame would pay for moving it back.
+                b.out.clear();
+            } else {
+                b.out.advance(n);
+            }
         }
         let queued = b.out.len();
         if c.congested && queued <= low {
@@ -1028,7 +1067,6 @@ impl Engine {
             rtt_count: 0,
             active_since: None,
             sessions: 0,
-            ping_ticks: None,
             max_frame_len: self.cfg.max_frame_len,
         });
         self.start_connect(index);
@@ -1168,10 +1206,7 @@ impl Engine {
     fn out_buf(&mut self, index: usize) -> &mut BytesMut {
         let pool = &mut self.pool;
         let c = &mut self.conns[index];
-        &mut c
-            .bufs
-            .get_or_insert_with(|| pool.pop().unwrap_or_default())
-            .out
+        &mut c.bufs.get_or_insert_with(|| pool.take()).out
     }
 
     fn queue_frame(&mut self, index: usize, frame: &Frame) {
@@ -1275,14 +1310,14 @@ impl Engine {
                 Frame::Error(reason) => self.finish(index, reason, Lost::Failed),
                 other => self.violation(index, &other, "not allowed from a client"),
             },
-            (Role::Client { client }, ConnState::AwaitWelcome) => match frame {
+            (Role::Client { client, .. }, ConnState::AwaitWelcome) => match frame {
                 Frame::Welcome(w) => self.on_welcome(index, client as usize, w),
                 Frame::Reject(reason) => self.on_reject(index, client as usize, reason),
                 Frame::Error(reason) => self.finish(index, reason, Lost::Failed),
                 Frame::GoAway(reason) => self.on_go_away(index, client as usize, reason),
                 other => self.violation(index, &other, "expected WELCOME"),
             },
-            (Role::Client { client }, ConnState::Active) => {
+            (Role::Client { client, .. }, ConnState::Active) => {
                 let ci = client as usize;
                 let id = self.client_id(ci);
                 match frame {
@@ -1466,7 +1501,8 @@ impl Engine {
         let tick = self.tick;
         let announced = Duration::from_millis(u64::from(w.ping_interval_ms));
         let ping_ticks = (!announced.is_zero() && announced < self.cfg.ping_interval)
-            .then(|| self.clock.interval_ticks(announced));
+            .then(|| self.clock.interval_ticks(announced))
+            .and_then(NonZeroU32::new);
         let k = &mut self.clients[ci];
         if k.session != Some(w.session) {
             // A different server-side record: its message ids start over.
@@ -1474,7 +1510,6 @@ impl Engine {
             k.session = Some(w.session);
         }
         k.state = ClientState::Active;
-        k.ping_ticks = ping_ticks;
         k.failures = 0;
         k.active_since = Some(tick);
         k.sessions += 1;
@@ -1490,6 +1525,10 @@ impl Engine {
         let c = &mut self.conns[index];
         c.state = ConnState::Active;
         c.deadline = None;
+        c.role = Role::Client {
+            client: ci as u32,
+            ping_ticks,
+        };
         self.rearm(index);
         for (id, payload) in pending {
             if Self::fits(limit, payload.len(), true).is_err() {
@@ -1602,7 +1641,7 @@ impl Engine {
                 identity: None,
                 reason,
             }),
-            Role::Client { client } => {
+            Role::Client { client, .. } => {
                 let ci = client as usize;
                 if self.clients[ci].conn == Some(conn) {
                     self.clients[ci].conn = None;
@@ -1718,7 +1757,10 @@ impl Engine {
         let deadline = self.after(self.cfg.connect_timeout);
         let index = self.new_conn(
             ConnState::Connecting,
-            Role::Client { client: ci as u32 },
+            Role::Client {
+                client: ci as u32,
+                ping_ticks: None,
+            },
             Some(deadline),
         );
         let conn = self.id_of(index);

@@ -24,7 +24,6 @@ use crate::backoff::Rng;
 use crate::config::Config;
 use crate::engine::{ConnId, Engine, Event, Io};
 use bytes::{Buf, BytesMut};
-use hashbrown::HashMap;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -121,6 +120,41 @@ struct Link {
     stalled: bool,
 }
 
+/// Links by id. Ids count up and are never reused, so a late action for a closed link
+/// cannot touch a newer one; a table indexed by id finds a link with one memory access.
+#[derive(Default)]
+struct Links(Vec<Option<Link>>);
+
+impl Links {
+    fn insert(&mut self, link: Link) -> usize {
+        self.0.push(Some(link));
+        self.0.len() - 1
+    }
+
+    fn get(&self, id: usize) -> Option<&Link> {
+        self.0.get(id).and_then(Option::as_ref)
+    }
+
+    fn get_mut(&mut self, id: usize) -> Option<&mut Link> {
+        self.0.get_mut(id).and_then(Option::as_mut)
+    }
+
+    fn remove(&mut self, id: usize) -> Option<Link> {
+        self.0.get_mut(id).and_then(Option::take)
+    }
+
+    fn contains(&self, id: usize) -> bool {
+        self.get(id).is_some()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (usize, &Link)> + '_ {
+        self.0
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| l.as_ref().map(|l| (i, l)))
+    }
+}
+
 struct Raw {
     link: Option<LinkId>,
     /// Bytes delivered and not yet read.
@@ -157,16 +191,15 @@ pub struct Sim {
     rng: Rng,
     net: NetConfig,
     nodes: Vec<Node>,
-    /// Keyed by a counter that never repeats, so a late action for a closed link cannot
-    /// touch a newer one.
-    links: HashMap<usize, Link>,
-    next_link: usize,
+    links: Links,
     raws: Vec<Raw>,
     partitions: Vec<(usize, usize)>,
     /// Actions by the instant they happen, each instant's in the order they were scheduled
     /// (so the same seed gives the same run). Delays are whole microseconds, so a burst
     /// shares a few hundred instants: a map of buckets beats a heap of single actions.
     queue: BTreeMap<Instant, Vec<Action>>,
+    /// Emptied buckets of `queue`, reused so that scheduling allocates nothing.
+    buckets: Vec<Vec<Action>>,
     /// Engine ends with output the window did not let out yet.
     blocked: Vec<(usize, ConnId)>,
     /// Buffers of delivered writes, reused for the next ones.
@@ -183,11 +216,11 @@ impl Sim {
             rng: Rng::new(seed),
             net,
             nodes: Vec::new(),
-            links: HashMap::new(),
-            next_link: 0,
+            links: Links::default(),
             raws: Vec::new(),
             partitions: Vec::new(),
             queue: BTreeMap::new(),
+            buckets: Vec::new(),
             blocked: Vec::new(),
             accepts: Vec::new(),
             spare: Vec::new(),
@@ -256,7 +289,7 @@ impl Sim {
 
     /// The link silently stops carrying bytes both ways; neither end is told (half-open).
     pub fn stall(&mut self, link: LinkId) {
-        if let Some(l) = self.links.get_mut(&link.0) {
+        if let Some(l) = self.links.get_mut(link.0) {
             l.stalled = true;
         }
     }
@@ -276,7 +309,7 @@ impl Sim {
 
     /// Both ends see the connection fail at once.
     pub fn reset(&mut self, link: LinkId) {
-        let Some(l) = self.links.remove(&link.0) else {
+        let Some(l) = self.links.remove(link.0) else {
             return;
         };
         for end in l.ends {
@@ -289,7 +322,7 @@ impl Sim {
     /// fail.
     pub fn fin(&mut self, node: NodeId, conn: ConnId) {
         if let Some((link, side)) = self.nodes[node.0].ends.remove(conn) {
-            if self.links.contains_key(&link.0) {
+            if self.links.contains(link.0) {
                 self.schedule_fin(link.0, side);
             }
             self.nodes[node.0].engine.handle_closed(conn, self.now);
@@ -303,10 +336,10 @@ impl Sim {
             .links
             .iter()
             .filter(|(_, l)| self.between(l, a.0, b.0))
-            .map(|(&i, _)| i)
+            .map(|(i, _)| i)
             .collect();
         for i in stalled {
-            if let Some(l) = self.links.get_mut(&i) {
+            if let Some(l) = self.links.get_mut(i) {
                 l.stalled = true;
             }
         }
@@ -323,7 +356,7 @@ impl Sim {
         self.nodes[node.0].alive = false;
         // In link order, so that the same seed gives the same run.
         for l in self.links_of(node) {
-            let Some(link) = self.links.remove(&l.0) else {
+            let Some(link) = self.links.remove(l.0) else {
                 continue;
             };
             for end in link.ends {
@@ -380,7 +413,7 @@ impl Sim {
     /// Writes bytes from a raw peer (dropped if its connection is closed).
     pub fn raw_send(&mut self, raw: RawId, bytes: &[u8]) {
         if let Some(link) = self.raws[raw.0].link {
-            if self.links.contains_key(&link.0) {
+            if self.links.contains(link.0) {
                 self.send_on(link.0, 0, BytesMut::from(bytes));
             }
         }
@@ -389,7 +422,7 @@ impl Sim {
     /// Closes a raw peer's connection (FIN).
     pub fn raw_close(&mut self, raw: RawId) {
         if let Some(link) = self.raws[raw.0].link.take() {
-            if self.links.contains_key(&link.0) {
+            if self.links.contains(link.0) {
                 self.schedule_fin(link.0, 0);
             }
         }
@@ -468,10 +501,11 @@ impl Sim {
     fn step(&mut self, t: Instant) {
         self.now = self.now.max(t);
         while self.queue.keys().next().is_some_and(|&at| at <= self.now) {
-            if let Some((_, actions)) = self.queue.pop_first() {
-                for action in actions {
+            if let Some((_, mut actions)) = self.queue.pop_first() {
+                for action in actions.drain(..) {
                     self.apply(action);
                 }
+                self.buckets.push(actions);
             }
         }
         for i in 0..self.nodes.len() {
@@ -483,22 +517,23 @@ impl Sim {
     }
 
     fn new_link(&mut self, link: Link) -> usize {
-        let id = self.next_link;
-        self.next_link += 1;
-        self.links.insert(id, link);
-        id
+        self.links.insert(link)
     }
 
     /// Keeps a delivered write's buffer for the next one (a bounded number of them).
     fn recycle(&mut self, mut bytes: BytesMut) {
-        if self.spare.len() < 4096 && bytes.capacity() <= 64 * 1024 {
+        if self.spare.len() < 64 * 1024 && bytes.capacity() <= 64 * 1024 {
             bytes.clear();
             self.spare.push(bytes);
         }
     }
 
     fn schedule(&mut self, at: Instant, action: Action) {
-        self.queue.entry(at).or_default().push(action);
+        let buckets = &mut self.buckets;
+        self.queue
+            .entry(at)
+            .or_insert_with(|| buckets.pop().unwrap_or_default())
+            .push(action);
     }
 
     /// A delay from the configured range, in whole microseconds: deliveries drawn in the
@@ -584,7 +619,7 @@ impl Sim {
             }
             Io::Close { conn } => {
                 if let Some((link, side)) = self.nodes[node].ends.remove(conn) {
-                    if self.links.contains_key(&link.0) {
+                    if self.links.contains(link.0) {
                         self.schedule_fin(link.0, side);
                     }
                 }
@@ -598,14 +633,17 @@ impl Sim {
             // Not connected (yet, or any more): the bytes have nowhere to go.
             return;
         };
-        let Some(l) = self.links.get(&link.0) else {
+        let Some(l) = self.links.get(link.0) else {
             return;
         };
         let room = self.net.window.saturating_sub(l.used[side]);
         let out = self.nodes[node].engine.outbound(conn);
         let n = out.len().min(room);
         if n > 0 {
-            let mut bytes = self.spare.pop().unwrap_or_default();
+            let mut bytes = self
+                .spare
+                .pop()
+                .unwrap_or_else(|| BytesMut::with_capacity(n.max(64)));
             bytes.extend_from_slice(&out[..n]);
             self.nodes[node].engine.handle_sent(conn, n, self.now);
             self.send_on(link.0, side, bytes);
@@ -617,7 +655,7 @@ impl Sim {
 
     fn send_on(&mut self, link: usize, dir: usize, bytes: BytesMut) {
         let delay = self.delay();
-        let Some(l) = self.links.get_mut(&link) else {
+        let Some(l) = self.links.get_mut(link) else {
             return;
         };
         if l.stalled {
@@ -632,7 +670,7 @@ impl Sim {
 
     fn schedule_fin(&mut self, link: usize, dir: usize) {
         let delay = self.delay();
-        let Some(l) = self.links.get_mut(&link) else {
+        let Some(l) = self.links.get_mut(link) else {
             return;
         };
         if l.stalled {
@@ -646,7 +684,7 @@ impl Sim {
     fn apply(&mut self, action: Action) {
         match action {
             Action::Deliver { link, dir, bytes } => {
-                let Some(l) = self.links.get_mut(&link) else {
+                let Some(l) = self.links.get_mut(link) else {
                     return;
                 };
                 if l.stalled {
@@ -668,7 +706,7 @@ impl Sim {
                 self.recycle(bytes);
             }
             Action::Fin { link, dir } => {
-                let Some(l) = self.links.remove(&link) else {
+                let Some(l) = self.links.remove(link) else {
                     return;
                 };
                 // TCP would deliver the FIN one way; both our ends treat it as the end.
@@ -748,7 +786,7 @@ impl Sim {
         r.received.extend_from_slice(&r.unread);
         r.unread.advance(n);
         if let Some(link) = r.link {
-            if let Some(l) = self.links.get_mut(&link.0) {
+            if let Some(l) = self.links.get_mut(link.0) {
                 l.used[1] = l.used[1].saturating_sub(n);
             }
         }

@@ -127,6 +127,8 @@ impl Tick {
 pub struct Clock {
     origin: Instant,
     tick: Duration,
+    /// `tick` in nanoseconds: `tick_of` runs on every input and divides in 64 bits.
+    tick_ns: u64,
 }
 
 impl Clock {
@@ -141,7 +143,12 @@ impl Clock {
             !tick.is_zero(),
             "Clock::new: the tick length must not be zero"
         );
-        Clock { origin, tick }
+        let tick_ns = u64::try_from(tick.as_nanos()).unwrap_or(u64::MAX);
+        Clock {
+            origin,
+            tick,
+            tick_ns,
+        }
     }
 
     /// The length of one tick.
@@ -161,9 +168,14 @@ impl Clock {
     /// An instant before the origin maps to tick 0.
     #[must_use]
     pub fn tick_of(&self, at: Instant) -> Tick {
-        let elapsed = at.saturating_duration_since(self.origin).as_nanos();
+        let elapsed = at.saturating_duration_since(self.origin);
+        // Saturates 584 years after the origin.
+        let ns = elapsed
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(elapsed.subsec_nanos()));
         // Truncating to 32 bits is the wrap: tick numbers are taken modulo 2^32.
-        Tick((elapsed / self.tick.as_nanos()) as u32)
+        Tick((ns / self.tick_ns) as u32)
     }
 
     /// The number of ticks that covers `d` (ceiling, so a timer never fires early),
