@@ -16,6 +16,7 @@ pub mod codec;
 pub mod config;
 pub mod engine;
 pub mod frame;
+mod growth;
 pub mod idle;
 pub mod reactor;
 pub mod reliable;

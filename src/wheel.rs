@@ -239,6 +239,7 @@ impl Wheel {
         } else {
             let index = self.entries.len();
             assert!(index < MAX_ENTRIES, "Wheel: too many live timers");
+            crate::growth::room_in_vec(&mut self.entries);
             self.entries.push(entry);
             index as u32
         };
