@@ -200,18 +200,7 @@ impl Decoder {
         let Some((kind, len)) = self.next_frame(buf)? else {
             return Ok(None);
         };
-        let body = &buf[1..len];
-        let parsed = match kind {
-            FrameKind::Ping => frame::exact_u64(body).map(FrameRef::Ping),
-            FrameKind::Pong => frame::exact_u64(body).map(FrameRef::Pong),
-            FrameKind::Ack => frame::exact_u64(body).map(FrameRef::Ack),
-            FrameKind::Data => Ok(FrameRef::Data(body)),
-            FrameKind::Message => {
-                frame::split_u64(body).map(|(id, payload)| FrameRef::Message { id, payload })
-            }
-            _ => Frame::parse_body(kind, Bytes::copy_from_slice(body)).map(FrameRef::Control),
-        };
-        match parsed {
+        match parse_ref(kind, &buf[1..len]) {
             Ok(frame) => {
                 let out = f(frame);
                 buf.advance(len);
@@ -219,6 +208,56 @@ impl Decoder {
             }
             Err(error) => Err(self.fail(DecodeError::Malformed { kind, error })),
         }
+    }
+
+    /// Decodes the complete frame at the front of `input`, a plain slice, and says how many
+    /// bytes it took: for a reader that decodes straight from where the bytes were read,
+    /// with no copy into a buffer and no buffer bookkeeping per frame.
+    ///
+    /// For use between frames ([`is_idle`](Self::is_idle)). `Ok(None)` means `input` does
+    /// not hold a whole frame: nothing was consumed, and the rest goes to a buffer for
+    /// [`decode`](Self::decode) (which is also all a decoder in the middle of a frame
+    /// returns here). Errors are those of `decode`, and leave the decoder failed as well.
+    pub fn decode_slice<'a>(
+        &mut self,
+        input: &'a [u8],
+    ) -> Result<Option<(FrameRef<'a>, usize)>, DecodeError> {
+        match self.state {
+            State::Failed(e) => return Err(e),
+            State::Data(_) => return Ok(None),
+            State::Head => {}
+        }
+        let Some((head, rest)) = input.split_first_chunk::<HEADER_LEN>() else {
+            return Ok(None);
+        };
+        let len = self.check_len(u32::from_be_bytes(*head))?;
+        let Some(frame) = rest.get(..len) else {
+            return Ok(None);
+        };
+        let kind = self.kind_of(frame[0])?;
+        match parse_ref(kind, &frame[1..]) {
+            Ok(parsed) => Ok(Some((parsed, HEADER_LEN + len))),
+            Err(error) => Err(self.fail(DecodeError::Malformed { kind, error })),
+        }
+    }
+
+    /// Checks a length prefix: at least the kind byte, at most the configured maximum.
+    fn check_len(&mut self, len: u32) -> Result<usize, DecodeError> {
+        if len == 0 {
+            return Err(self.fail(DecodeError::EmptyFrame));
+        }
+        if len > self.max_frame_len {
+            return Err(self.fail(DecodeError::FrameTooLarge {
+                len,
+                max: self.max_frame_len,
+            }));
+        }
+        // Lossless: `len` is a u32 and usize is at least 32 bits on supported targets.
+        Ok(len as usize)
+    }
+
+    fn kind_of(&mut self, byte: u8) -> Result<FrameKind, DecodeError> {
+        FrameKind::from_byte(byte).ok_or_else(|| self.fail(DecodeError::UnknownKind(byte)))
     }
 
     /// Advances the Head/Data state machine. On `Some((kind, len))` the first `len` bytes of
@@ -234,19 +273,8 @@ impl Decoder {
                 let Some(head) = buf.first_chunk::<HEADER_LEN>() else {
                     return Ok(None);
                 };
-                let len = u32::from_be_bytes(*head);
-                if len == 0 {
-                    return Err(self.fail(DecodeError::EmptyFrame));
-                }
-                if len > self.max_frame_len {
-                    return Err(self.fail(DecodeError::FrameTooLarge {
-                        len,
-                        max: self.max_frame_len,
-                    }));
-                }
+                let len = self.check_len(u32::from_be_bytes(*head))?;
                 buf.advance(HEADER_LEN);
-                // Lossless: `len` is a u32 and usize is at least 32 bits on supported targets.
-                let len = len as usize;
                 self.state = State::Data(len);
                 len
             }
@@ -257,16 +285,26 @@ impl Decoder {
             return Ok(None);
         }
         self.state = State::Head;
-        let kind_byte = buf[0];
-        match FrameKind::from_byte(kind_byte) {
-            Some(kind) => Ok(Some((kind, len))),
-            None => Err(self.fail(DecodeError::UnknownKind(kind_byte))),
-        }
+        self.kind_of(buf[0]).map(|kind| Some((kind, len)))
     }
 
     fn fail(&mut self, e: DecodeError) -> DecodeError {
         self.state = State::Failed(e);
         e
+    }
+}
+
+/// Parses the body of a frame of `kind` as borrowed where the kind allows it.
+fn parse_ref(kind: FrameKind, body: &[u8]) -> Result<FrameRef<'_>, BodyError> {
+    match kind {
+        FrameKind::Ping => frame::exact_u64(body).map(FrameRef::Ping),
+        FrameKind::Pong => frame::exact_u64(body).map(FrameRef::Pong),
+        FrameKind::Ack => frame::exact_u64(body).map(FrameRef::Ack),
+        FrameKind::Data => Ok(FrameRef::Data(body)),
+        FrameKind::Message => {
+            frame::split_u64(body).map(|(id, payload)| FrameRef::Message { id, payload })
+        }
+        _ => Frame::parse_body(kind, Bytes::copy_from_slice(body)).map(FrameRef::Control),
     }
 }
 
@@ -698,7 +736,37 @@ mod tests {
             let (mut owned_buf, mut lent_buf) = (BytesMut::new(), BytesMut::new());
             let (mut owned, mut lent) = (Vec::new(), Vec::new());
             let (mut owned_err, mut lent_err) = (None, None);
+            // The engine's way: frames straight from each read while between frames, a
+            // buffer only for what a read leaves partial.
+            let (mut mixed_dec, mut mixed_buf) = (Decoder::new(300), BytesMut::new());
+            let (mut mixed, mut mixed_err) = (Vec::new(), None);
             for piece in wire.chunks(chunk) {
+                if mixed_err.is_none() {
+                    let mut at = 0;
+                    if mixed_buf.is_empty() && mixed_dec.is_idle() {
+                        loop {
+                            match mixed_dec.decode_slice(&piece[at..]) {
+                                Ok(Some((f, used))) => {
+                                    mixed.push(f.to_frame());
+                                    at += used;
+                                }
+                                Ok(None) => break,
+                                Err(e) => {
+                                    mixed_err = Some(e);
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    mixed_buf.extend_from_slice(&piece[at..]);
+                    while mixed_err.is_none() && !mixed_buf.is_empty() {
+                        match mixed_dec.decode(&mut mixed_buf) {
+                            Ok(Some(f)) => mixed.push(f),
+                            Ok(None) => break,
+                            Err(e) => mixed_err = Some(e),
+                        }
+                    }
+                }
                 owned_buf.extend_from_slice(piece);
                 lent_buf.extend_from_slice(piece);
                 while owned_err.is_none() {
@@ -716,8 +784,10 @@ mod tests {
                     }
                 }
             }
-            prop_assert_eq!(owned, lent);
+            prop_assert_eq!(&owned, &lent);
             prop_assert_eq!(owned_err, lent_err);
+            prop_assert_eq!(&owned, &mixed);
+            prop_assert_eq!(owned_err, mixed_err);
             if owned_err.is_none() {
                 prop_assert_eq!(owned_buf, lent_buf);
             }

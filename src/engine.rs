@@ -44,7 +44,7 @@
 //! ```
 
 use crate::backoff::Rng;
-use crate::codec::{Decoder, Encoder};
+use crate::codec::{DecodeError, Decoder, Encoder, FrameRef};
 use crate::config::{Config, DuplicateLogin};
 use crate::frame::{Code, Frame, Hello, Reason, Text, Welcome, PROTOCOL_VERSION};
 use crate::idle::{IdleConfig, IdleKind, IdleTracker};
@@ -404,6 +404,8 @@ impl Buffers {
     }
 }
 
+// One cache line per connection: the slab's slots then never straddle two.
+#[repr(align(64))]
 struct Conn {
     gen: NonZeroU32,
     state: ConnState,
@@ -534,10 +536,11 @@ pub struct Engine {
     transmit: VecDeque<ConnId>,
     events: VecDeque<Event>,
     fired: Vec<(TimerKey, u32)>,
-    /// Receive buffer shared by all connections: complete frames (and raw chunks) are
-    /// split off it; it is empty between calls.
+    /// Memory for received payloads (and raw chunks), shared by all connections: each is
+    /// copied in and split off, so it is empty between calls.
     rx: BytesMut,
-    /// Decodes `rx`; between calls it waits for a length prefix.
+    /// Decodes frames straight from the bytes a read brought (`Decoder::decode_slice`);
+    /// between calls it waits for a length prefix.
     rx_decoder: Decoder,
     pool: Pool,
     last_servers: Option<Arc<Vec<SocketAddr>>>,
@@ -797,12 +800,9 @@ impl Engine {
             self.events.push_back(Event::Raw { conn, data });
             return;
         }
-        // Frames are decoded from one receive buffer shared by every connection: the
-        // payloads handed to the application point into it, and once it has dropped them
-        // the memory is used again, so steady traffic allocates (almost) nothing. Only a
-        // partial frame is copied into a connection's own buffer, to wait for the rest.
-        // The decoder state goes with it: between frames it is the same for every
-        // connection, so only a connection holding a partial frame carries one.
+        // Between frames, frames are decoded straight from `bytes`; only a partial frame
+        // is copied into the connection's own buffer, to wait for the rest, with the
+        // decoder state that goes with it (so an idle connection carries neither).
         let partial = c
             .bufs
             .as_ref()
@@ -811,27 +811,18 @@ impl Engine {
             if let Some(b) = c.bufs.as_mut() {
                 b.inbuf.extend_from_slice(bytes);
             }
-            if !self.decode_frames(index, conn, false) {
+            if !self.decode_buffered(index, conn) {
                 return;
             }
         } else {
-            self.rx.clear();
-            self.fill_rx(bytes);
-            let open = self.decode_frames(index, conn, true);
-            let rest = !self.rx.is_empty() || !self.rx_decoder.is_idle();
-            if open && rest {
-                let pool = &mut self.pool;
-                let c = &mut self.conns[index];
-                let b = c.bufs.get_or_insert_with(|| pool.take());
-                b.inbuf.extend_from_slice(&self.rx);
-                b.decoder = self.rx_decoder.clone();
-            }
-            if rest {
-                self.rx_decoder = Decoder::new(self.cfg.max_frame_len);
-            }
-            self.rx.clear();
-            if !open {
+            let Some(used) = self.decode_slice(index, conn, bytes) else {
                 return;
+            };
+            if used < bytes.len() {
+                let pool = &mut self.pool;
+                let b = self.conns[index].bufs.get_or_insert_with(|| pool.take());
+                b.decoder = Decoder::new(self.cfg.max_frame_len);
+                b.inbuf.extend_from_slice(&bytes[used..]);
             }
         }
         self.recycle(index);
@@ -847,37 +838,85 @@ impl Engine {
         self.rx.extend_from_slice(bytes);
     }
 
-    /// Decodes and handles the frames waiting in the shared receive buffer (`shared`) or
-    /// in the connection's own. Returns whether the connection is still open for reading.
-    fn decode_frames(&mut self, index: usize, conn: ConnId, shared: bool) -> bool {
+    /// Decodes and handles the whole frames at the front of `bytes`. Returns how many
+    /// bytes they took, or `None` if the connection is no longer open for reading.
+    fn decode_slice(&mut self, index: usize, conn: ConnId, bytes: &[u8]) -> Option<usize> {
+        let mut used = 0;
         loop {
-            let (decoder, buf) = if shared {
-                (&mut self.rx_decoder, &mut self.rx)
-            } else {
-                match self.conns[index].bufs.as_mut() {
-                    Some(b) => (&mut b.decoder, &mut b.inbuf),
-                    None => return true,
+            match self.rx_decoder.decode_slice(&bytes[used..]) {
+                Ok(Some((frame, n))) => {
+                    used += n;
+                    let frame = self.own(frame);
+                    if !self.handle_frame(index, conn, frame) {
+                        return None;
+                    }
                 }
+                Ok(None) => return Some(used),
+                Err(e) => {
+                    self.rx_decoder = Decoder::new(self.cfg.max_frame_len);
+                    self.decode_failed(index, e);
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Decodes and handles the frames waiting in the connection's own buffer. Returns
+    /// whether the connection is still open for reading.
+    fn decode_buffered(&mut self, index: usize, conn: ConnId) -> bool {
+        loop {
+            let Some(b) = self.conns[index].bufs.as_mut() else {
+                return true;
             };
-            match decoder.decode(buf) {
+            match b.decoder.decode(&mut b.inbuf) {
                 Ok(Some(frame)) => {
-                    self.on_frame(index, frame);
-                    // The frame may have closed the connection.
-                    if !self.live(conn) || self.conns[index].state == ConnState::Closing {
+                    if !self.handle_frame(index, conn, frame) {
                         return false;
                     }
                 }
                 Ok(None) => return true,
                 Err(e) => {
-                    let reason = Reason {
-                        code: e.code(),
-                        text: Text::from(e.to_string()),
-                    };
-                    self.fail_with_error(index, reason);
+                    self.decode_failed(index, e);
                     return false;
                 }
             }
         }
+    }
+
+    /// Handles one frame; whether the connection is still open for reading after it.
+    fn handle_frame(&mut self, index: usize, conn: ConnId, frame: Frame) -> bool {
+        self.on_frame(index, frame);
+        self.live(conn) && self.conns[index].state != ConnState::Closing
+    }
+
+    fn decode_failed(&mut self, index: usize, e: DecodeError) {
+        let reason = Reason {
+            code: e.code(),
+            text: Text::from(e.to_string()),
+        };
+        self.fail_with_error(index, reason);
+    }
+
+    /// The owned frame for a borrowed one. Payloads are copied into the shared receive
+    /// buffer and split off it: they point into memory that is used again once the
+    /// application drops them, so steady traffic allocates (almost) nothing.
+    fn own(&mut self, frame: FrameRef<'_>) -> Frame {
+        match frame {
+            FrameRef::Ping(v) => Frame::Ping(v),
+            FrameRef::Pong(v) => Frame::Pong(v),
+            FrameRef::Ack(v) => Frame::Ack(v),
+            FrameRef::Data(p) => Frame::Data(self.payload(p)),
+            FrameRef::Message { id, payload } => Frame::Message {
+                id,
+                payload: self.payload(payload),
+            },
+            FrameRef::Control(f) => f,
+        }
+    }
+
+    fn payload(&mut self, p: &[u8]) -> Bytes {
+        self.fill_rx(p);
+        self.rx.split().freeze()
     }
 
     /// Gives the connection's buffers back to the pool if nothing waits in them.
