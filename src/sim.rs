@@ -116,7 +116,7 @@ struct Link {
     /// Per direction (0: from ends[0] to ends[1]): bytes counted against the window.
     used: [usize; 2],
     /// Per direction: when the last write arrives, to keep order.
-    last_arrival: [Instant; 2],
+    last_arrival: [Micros; 2],
     stalled: bool,
 }
 
@@ -185,8 +185,15 @@ enum Action {
     Refused { from: usize, conn: ConnId },
 }
 
+/// Virtual time inside the simulation: whole microseconds since its start. Cheaper than
+/// `Instant` to add, compare and key a map by, on the path of every delivery.
+type Micros = u64;
+
 /// The simulation. See the [module docs](self).
 pub struct Sim {
+    start: Instant,
+    now_us: Micros,
+    /// `start + now_us`, what the engines are told.
     now: Instant,
     rng: Rng,
     net: NetConfig,
@@ -197,7 +204,7 @@ pub struct Sim {
     /// Actions by the instant they happen, each instant's in the order they were scheduled
     /// (so the same seed gives the same run). Delays are whole microseconds, so a burst
     /// shares a few hundred instants: a map of buckets beats a heap of single actions.
-    queue: BTreeMap<Instant, Vec<Action>>,
+    queue: BTreeMap<Micros, Vec<Action>>,
     /// Emptied buckets of `queue`, reused so that scheduling allocates nothing.
     buckets: Vec<Vec<Action>>,
     /// Engine ends with output the window did not let out yet.
@@ -212,6 +219,8 @@ impl Sim {
     /// An empty simulation whose clock starts at `start`.
     pub fn new(seed: u64, start: Instant, net: NetConfig) -> Sim {
         Sim {
+            start,
+            now_us: 0,
             now: start,
             rng: Rng::new(seed),
             net,
@@ -398,7 +407,7 @@ impl Sim {
                 let link = self.new_link(Link {
                     ends: [End::Raw { raw }, End::Engine { node: t, conn }],
                     used: [0, 0],
-                    last_arrival: [self.now; 2],
+                    last_arrival: [self.now_us; 2],
                     stalled: false,
                 });
                 self.nodes[t].ends.insert(conn, LinkId(link), 1);
@@ -451,14 +460,14 @@ impl Sim {
 
     /// Runs until the virtual clock reaches `now + d`.
     pub fn run_for(&mut self, d: Duration) {
-        let end = self.now + d;
+        let end = self.now_us.saturating_add(micros_ceil(d));
         self.run_until_time(end);
     }
 
     /// Runs until `done` holds (checked after every step) or `limit` of virtual time
     /// passes; returns whether `done` held.
     pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&mut Sim) -> bool) -> bool {
-        let end = self.now + limit;
+        let end = self.now_us.saturating_add(micros_ceil(limit));
         self.pump();
         loop {
             if done(self) {
@@ -467,40 +476,49 @@ impl Sim {
             match self.next_time() {
                 Some(t) if t <= end => self.step(t),
                 _ => {
-                    self.now = self.now.max(end);
+                    self.set_time(end);
                     return done(self);
                 }
             }
         }
     }
 
-    fn run_until_time(&mut self, end: Instant) {
+    fn run_until_time(&mut self, end: Micros) {
         self.pump();
         while let Some(t) = self.next_time().filter(|&t| t <= end) {
             self.step(t);
         }
-        self.now = self.now.max(end);
+        self.set_time(end);
         // Timers due exactly at `end` run now.
-        self.step(self.now);
+        self.step(self.now_us);
     }
 
-    fn next_time(&self) -> Option<Instant> {
+    fn set_time(&mut self, t: Micros) {
+        if t > self.now_us {
+            self.now_us = t;
+            self.now = self.start + Duration::from_micros(t);
+        }
+    }
+
+    fn next_time(&self) -> Option<Micros> {
         let net = self.queue.keys().next().copied();
+        // Rounded up, so that the step at that microsecond finds the timer due.
         let timers = self
             .nodes
             .iter()
             .filter(|n| n.alive)
             .filter_map(|n| n.engine.poll_timeout())
-            .min();
+            .min()
+            .map(|t| micros_ceil(t.saturating_duration_since(self.start)));
         match (net, timers) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
 
-    fn step(&mut self, t: Instant) {
-        self.now = self.now.max(t);
-        while self.queue.keys().next().is_some_and(|&at| at <= self.now) {
+    fn step(&mut self, t: Micros) {
+        self.set_time(t);
+        while self.queue.keys().next().is_some_and(|&at| at <= self.now_us) {
             if let Some((_, mut actions)) = self.queue.pop_first() {
                 for action in actions.drain(..) {
                     self.apply(action);
@@ -528,7 +546,7 @@ impl Sim {
         }
     }
 
-    fn schedule(&mut self, at: Instant, action: Action) {
+    fn schedule(&mut self, at: Micros, action: Action) {
         let buckets = &mut self.buckets;
         self.queue
             .entry(at)
@@ -539,10 +557,11 @@ impl Sim {
     /// A delay from the configured range, in whole microseconds: deliveries drawn in the
     /// same step then share arrival instants, and one step of the simulation handles them
     /// all (a burst of 100k pings costs hundreds of steps, not 100k).
-    fn delay(&mut self) -> Duration {
+    fn delay(&mut self) -> Micros {
         let (lo, hi) = self.net.delay;
-        let span = u64::try_from(hi.saturating_sub(lo).as_micros()).unwrap_or(u64::MAX);
-        lo + Duration::from_micros(self.rng.up_to(span))
+        let lo = micros_ceil(lo);
+        let span = micros_ceil(hi).saturating_sub(lo);
+        lo + self.rng.up_to(span)
     }
 
     fn between(&self, l: &Link, a: usize, b: usize) -> bool {
@@ -603,7 +622,7 @@ impl Sim {
                     .nodes
                     .iter()
                     .position(|n| n.listen == Some(addr) && n.alive);
-                let at = self.now + self.delay() + self.delay();
+                let at = self.now_us + self.delay() + self.delay();
                 match target {
                     Some(t) if self.partitioned(node, t) => {} // SYN lost: the engine times out
                     Some(t) if !self.nodes[t].refusing => self.schedule(
@@ -663,7 +682,7 @@ impl Sim {
             return;
         }
         l.used[dir] += bytes.len();
-        let at = (self.now + delay).max(l.last_arrival[dir]);
+        let at = (self.now_us + delay).max(l.last_arrival[dir]);
         l.last_arrival[dir] = at;
         self.schedule(at, Action::Deliver { link, dir, bytes });
     }
@@ -676,7 +695,7 @@ impl Sim {
         if l.stalled {
             return;
         }
-        let at = (self.now + delay).max(l.last_arrival[dir]);
+        let at = (self.now_us + delay).max(l.last_arrival[dir]);
         l.last_arrival[dir] = at;
         self.schedule(at, Action::Fin { link, dir });
     }
@@ -745,7 +764,7 @@ impl Sim {
                         },
                     ],
                     used: [0, 0],
-                    last_arrival: [self.now; 2],
+                    last_arrival: [self.now_us; 2],
                     stalled: false,
                 });
                 self.nodes[from].ends.insert(conn, LinkId(link), 0);
@@ -791,4 +810,9 @@ impl Sim {
             }
         }
     }
+}
+
+/// `d` in whole microseconds, rounded up (saturating after 584,000 years).
+fn micros_ceil(d: Duration) -> Micros {
+    u64::try_from(d.as_nanos().div_ceil(1_000)).unwrap_or(u64::MAX)
 }
