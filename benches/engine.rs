@@ -90,9 +90,9 @@ impl World {
         assert!(done, "not all clients became active");
         // Events are not what is measured; drop them so memory stays flat.
         for &s in &self.servers {
-            self.sim.take_events(s);
+            self.sim.clear_events(s);
         }
-        self.sim.take_events(self.clients);
+        self.sim.clear_events(self.clients);
     }
 }
 
@@ -130,7 +130,7 @@ fn engine(c: &mut Criterion) {
                 w.sim.run_for(ping);
             }
             let took = start.elapsed();
-            w.sim.take_events(w.clients);
+            w.sim.clear_events(w.clients);
             took
         })
     });
@@ -150,9 +150,9 @@ fn engine(c: &mut Criterion) {
                 w.sim.run_for(Duration::from_millis(5));
                 total += start.elapsed();
                 for &s in &w.servers {
-                    w.sim.take_events(s);
+                    w.sim.clear_events(s);
                 }
-                w.sim.take_events(w.clients);
+                w.sim.clear_events(w.clients);
             }
             total
         })

@@ -365,6 +365,16 @@ impl Encoder {
 
     /// Appends `frame` to `dst`, reserving once for the whole frame.
     pub fn encode(&self, frame: &Frame, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        if let Frame::Ping(v) | Frame::Pong(v) | Frame::Ack(v) = *frame {
+            // The heartbeat and ACK path: thirteen bytes built on the stack, one append.
+            let len = self.check(1 + 8)?;
+            let mut bytes = [0; HEADER_LEN + 1 + 8];
+            bytes[..HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+            bytes[HEADER_LEN] = frame.kind() as u8;
+            bytes[HEADER_LEN + 1..].copy_from_slice(&v.to_be_bytes());
+            dst.extend_from_slice(&bytes);
+            return Ok(());
+        }
         if let Frame::Hello(h) = frame {
             if h.identity.len() > frame::MAX_IDENTITY_LEN {
                 return Err(EncodeError::IdentityTooLong(h.identity.len()));

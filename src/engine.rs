@@ -512,6 +512,8 @@ pub struct Engine {
     clock: Clock,
     now: Instant,
     tick: Tick,
+    /// `now` in whole microseconds since the clock's origin (PING stamps).
+    now_us: u64,
     encoder: Encoder,
     wheel: Wheel,
     server_idle: IdleConfig,
@@ -556,6 +558,7 @@ impl Engine {
         Engine {
             encoder: Encoder::new(cfg.max_frame_len),
             tick: clock.tick_of(now),
+            now_us: clock.position(now).1,
             wheel: Wheel::with_slots_at(crate::wheel::DEFAULT_SLOTS, clock.tick_of(now)),
             clock,
             now,
@@ -609,7 +612,7 @@ impl Engine {
         // Time never runs backwards inside the engine, whatever the driver passes.
         if now > self.now {
             self.now = now;
-            self.tick = self.clock.tick_of(now);
+            (self.tick, self.now_us) = self.clock.position(now);
         }
     }
 
@@ -1415,11 +1418,11 @@ impl Engine {
                 match frame {
                     Frame::Ping(v) => self.queue_frame(index, &Frame::Pong(v)),
                     Frame::Pong(v) => {
-                        let sent = Duration::from_micros(v);
-                        let now = self.now.saturating_duration_since(self.clock.origin());
-                        if let Some(rtt) = now.checked_sub(sent) {
+                        // Our own stamp from the PING (see `on_conn_timer`), echoed back.
+                        if let Some(us) = self.now_us.checked_sub(v) {
+                            let rtt = Duration::from_micros(us);
                             let k = &mut self.clients[ci];
-                            let us = u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX);
+                            let us = u32::try_from(us).unwrap_or(u32::MAX);
                             k.rtt_last_us = us;
                             k.rtt_sum_us = k.rtt_sum_us.saturating_add(u64::from(us));
                             k.rtt_count = k.rtt_count.saturating_add(1);
@@ -1821,9 +1824,9 @@ impl Engine {
                     warn!("{}: {reason}", self.id_of(index));
                     self.finish(index, reason, Lost::Failed);
                 } else {
-                    let stamp = self.now.saturating_duration_since(self.clock.origin());
-                    let stamp = u64::try_from(stamp.as_micros()).unwrap_or(u64::MAX);
-                    self.queue_frame(index, &Frame::Ping(stamp));
+                    // Microseconds since this engine's origin: the PONG's echo of it gives
+                    // the round trip.
+                    self.queue_frame(index, &Frame::Ping(self.now_us));
                 }
             }
         }

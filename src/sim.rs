@@ -262,6 +262,12 @@ impl Sim {
         &mut self.nodes[node.0].engine
     }
 
+    /// Drops the events the node's engine produced so far, keeping their memory for the
+    /// next ones (for runs that do not look at them).
+    pub fn clear_events(&mut self, node: NodeId) {
+        self.nodes[node.0].events.clear();
+    }
+
     /// Takes the events the node's engine produced so far.
     pub fn take_events(&mut self, node: NodeId) -> Vec<Event> {
         std::mem::take(&mut self.nodes[node.0].events)
@@ -518,7 +524,12 @@ impl Sim {
 
     fn step(&mut self, t: Micros) {
         self.set_time(t);
-        while self.queue.keys().next().is_some_and(|&at| at <= self.now_us) {
+        while self
+            .queue
+            .keys()
+            .next()
+            .is_some_and(|&at| at <= self.now_us)
+        {
             if let Some((_, mut actions)) = self.queue.pop_first() {
                 for action in actions.drain(..) {
                     self.apply(action);

@@ -168,12 +168,27 @@ impl Clock {
     /// An instant before the origin maps to tick 0.
     #[must_use]
     pub fn tick_of(&self, at: Instant) -> Tick {
+        self.tick_at(self.nanos_of(at))
+    }
+
+    /// The tick `at` falls in, and the whole microseconds from the origin to `at`: what an
+    /// engine needs of each new "now", from one reading of the instant.
+    #[must_use]
+    pub fn position(&self, at: Instant) -> (Tick, u64) {
+        let ns = self.nanos_of(at);
+        (self.tick_at(ns), ns / 1_000)
+    }
+
+    /// Nanoseconds from the origin to `at` (zero before it; saturates 584 years after).
+    fn nanos_of(&self, at: Instant) -> u64 {
         let elapsed = at.saturating_duration_since(self.origin);
-        // Saturates 584 years after the origin.
-        let ns = elapsed
+        elapsed
             .as_secs()
             .saturating_mul(1_000_000_000)
-            .saturating_add(u64::from(elapsed.subsec_nanos()));
+            .saturating_add(u64::from(elapsed.subsec_nanos()))
+    }
+
+    fn tick_at(&self, ns: u64) -> Tick {
         // Truncating to 32 bits is the wrap: tick numbers are taken modulo 2^32.
         Tick((ns / self.tick_ns) as u32)
     }
@@ -227,15 +242,20 @@ impl Clock {
     /// wrap rule's range of `now`'s tick.
     #[must_use]
     pub fn until(&self, now: Instant, t: Tick) -> Duration {
-        let current = self.tick_of(now);
-        let ahead = t.since(current);
+        let ns = self.nanos_of(now);
+        let ahead = t.since(self.tick_at(ns));
         if ahead <= 0 {
             return Duration::ZERO;
         }
-        let tick = self.tick.as_nanos();
-        let into_tick = now.saturating_duration_since(self.origin).as_nanos() % tick;
-        let nanos = u128::from(ahead.unsigned_abs()) * tick - into_tick;
-        duration_from_nanos(nanos)
+        let ahead = u64::from(ahead.unsigned_abs());
+        let into_tick = ns % self.tick_ns;
+        match ahead.checked_mul(self.tick_ns) {
+            Some(n) => Duration::from_nanos(n - into_tick),
+            // Only with ticks of over four seconds.
+            None => duration_from_nanos(
+                u128::from(ahead) * u128::from(self.tick_ns) - u128::from(into_tick),
+            ),
+        }
     }
 }
 
