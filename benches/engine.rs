@@ -6,7 +6,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use liveline::config::Config;
-use liveline::engine::{ClientConfig, ClientId, ClientState};
+use liveline::engine::{ClientConfig, ClientId, ClientState, ConnId, Engine, Event, Io};
 use liveline::frame::Text;
 use liveline::sim::{NetConfig, NodeId, Sim};
 use std::net::SocketAddr;
@@ -39,7 +39,7 @@ fn addr(i: usize) -> SocketAddr {
 
 /// `n` clients on one node, all connected to the first of `servers` servers.
 fn world(n: usize, servers: usize) -> World {
-    let mut sim = Sim::new(1, Instant::now(), NetConfig::default());
+    let mut sim = Sim::new(1, Instant::now(), net());
     let server_nodes: Vec<NodeId> = (0..servers)
         .map(|i| sim.add_node(config(), Some(addr(i))))
         .collect();
@@ -96,6 +96,138 @@ impl World {
     }
 }
 
+/// A client engine and a server engine joined directly: whatever one queues for a
+/// connection is handed to the other end's `handle_read` at once. No simulated network
+/// (no delays, windows or queues): what it costs is the engines' own work.
+struct Direct {
+    client: Engine,
+    server: Engine,
+    /// The peer of each connection, by slot index: `[client side, server side]`.
+    peer: [Vec<Option<ConnId>>; 2],
+    now: Instant,
+    /// Reused between moves, as a reactor reuses its write buffer.
+    scratch: Vec<u8>,
+    rtts: usize,
+}
+
+impl Direct {
+    /// `n` connected pairs. With `shuffled`, the server accepts them in a random order, so
+    /// that a client's neighbours in memory are not its server session's neighbours and
+    /// every delivery lands on a cold session; otherwise both sides lie in the same order,
+    /// as when heartbeats follow connection order.
+    fn new(n: usize, shuffled: bool) -> Direct {
+        let now = Instant::now();
+        let mut d = Direct {
+            client: Engine::new(config(), now, 1),
+            server: Engine::new(config(), now, 2),
+            peer: [vec![None; n], vec![None; n]],
+            now,
+            scratch: Vec::new(),
+            rtts: 0,
+        };
+        for i in 0..n {
+            d.client.add_client(
+                ClientConfig {
+                    identity: Text::from(format!("u{i}")),
+                    token: bytes::Bytes::new(),
+                    servers: vec![addr(0)],
+                    instance: Some(i as u64 + 1),
+                },
+                now,
+            );
+        }
+        let mut connects = Vec::with_capacity(n);
+        while let Some(io) = d.client.poll_io() {
+            if let Io::Connect { conn, .. } = io {
+                connects.push(conn);
+            }
+        }
+        if shuffled {
+            // Fisher-Yates with SplitMix64: the same order every run.
+            let mut x = 0x5eed_u64;
+            for i in (1..connects.len()).rev() {
+                x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = x;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                connects.swap(i, ((z ^ (z >> 31)) % (i as u64 + 1)) as usize);
+            }
+        }
+        for conn in connects {
+            let s = d.server.handle_accept(now).expect("under the limit");
+            d.client.handle_connected(conn, now);
+            d.link(conn, s);
+        }
+        d.flush();
+        d
+    }
+
+    fn link(&mut self, c: ConnId, s: ConnId) {
+        for (side, (at, to)) in [(c, s), (s, c)].into_iter().enumerate() {
+            let table = &mut self.peer[side];
+            if table.len() <= at.index() {
+                table.resize(at.index() + 1, None);
+            }
+            table[at.index()] = Some(to);
+        }
+    }
+
+    /// Moves bytes both ways until neither engine has any to send.
+    fn flush(&mut self) {
+        loop {
+            let moved = self.carry(true) | self.carry(false);
+            while let Some(e) = self.client.poll_event() {
+                self.rtts += usize::from(matches!(e, Event::Rtt { .. }));
+            }
+            while self.server.poll_event().is_some() {}
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    /// Moves what one side's connections have queued to the other side.
+    fn carry(&mut self, from_client: bool) -> bool {
+        let (from, to, side) = if from_client {
+            (&mut self.client, &mut self.server, 0)
+        } else {
+            (&mut self.server, &mut self.client, 1)
+        };
+        let mut moved = false;
+        while let Some(conn) = from.poll_transmit() {
+            let Some(peer) = self.peer[side].get(conn.index()).copied().flatten() else {
+                continue;
+            };
+            self.scratch.clear();
+            self.scratch.extend_from_slice(from.outbound(conn));
+            from.handle_sent(conn, self.scratch.len(), self.now);
+            to.handle_read(peer, &self.scratch, self.now);
+            moved = true;
+        }
+        moved
+    }
+
+    /// Runs both engines' timers tick by tick for `d`, moving bytes after each tick.
+    fn run_for(&mut self, d: Duration) {
+        let tick = config().tick;
+        let end = self.now + d;
+        while self.now < end {
+            self.now += tick;
+            self.client.handle_timeout(self.now);
+            self.server.handle_timeout(self.now);
+            self.flush();
+            // A mass expiry is handled in batches: come back while more are due.
+            while self.client.poll_timeout().is_some_and(|t| t <= self.now)
+                || self.server.poll_timeout().is_some_and(|t| t <= self.now)
+            {
+                self.client.handle_timeout(self.now);
+                self.server.handle_timeout(self.now);
+                self.flush();
+            }
+        }
+    }
+}
+
 fn engine(c: &mut Criterion) {
     let n = conns();
     let ping = config().ping_interval;
@@ -134,6 +266,29 @@ fn engine(c: &mut Criterion) {
             took
         })
     });
+
+    // (b') the same round with the two engines joined directly: the engines' own share of
+    // (b), with both sides in connection order, then with the server's sessions shuffled.
+    for (name, shuffled) in [
+        ("heartbeat_round_direct", false),
+        ("heartbeat_round_direct_shuffled", true),
+    ] {
+        let mut direct = Direct::new(n, shuffled);
+        direct.run_for(ping);
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let before = direct.rtts;
+                let start = Instant::now();
+                for _ in 0..iters {
+                    direct.run_for(ping);
+                }
+                let took = start.elapsed();
+                let rtts = direct.rtts - before;
+                assert_eq!(rtts, n * iters as usize, "one RTT per client per round");
+                took
+            })
+        });
+    }
 
     // (c) steady messaging: every client sends one reliable message and gets its ack.
     g.bench_function("message_and_ack", |b| {
@@ -196,3 +351,16 @@ criterion_group! {
     targets = engine
 }
 criterion_main!(benches);
+
+fn net() -> NetConfig {
+    match std::env::var("LIVELINE_BENCH_DELAY_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        Some(us) => NetConfig {
+            delay: (Duration::from_micros(us), Duration::from_micros(us)),
+            ..NetConfig::default()
+        },
+        None => NetConfig::default(),
+    }
+}

@@ -237,11 +237,7 @@ impl Wheel {
             *record = entry;
             index
         } else {
-            let index = self.entries.len();
-            assert!(index < MAX_ENTRIES, "Wheel: too many live timers");
-            crate::growth::room_in_vec(&mut self.entries);
-            self.entries.push(entry);
-            index as u32
+            self.push_entry(entry)
         };
         self.link_front(slot, head, index);
         self.len += 1;
@@ -413,6 +409,19 @@ impl Wheel {
         } else {
             deadline.0
         }
+    }
+
+    /// Adds a record for `entry` when no free one is left. Out of line and cold: with the
+    /// allocation it may do kept out of `insert`, the common path needs no saved registers
+    /// and stays small enough to inline.
+    #[cold]
+    #[inline(never)]
+    fn push_entry(&mut self, entry: Entry) -> u32 {
+        let index = self.entries.len();
+        assert!(index < MAX_ENTRIES, "Wheel: too many live timers");
+        crate::growth::room_in_vec(&mut self.entries);
+        self.entries.push(entry);
+        index as u32
     }
 
     /// Completes putting record `index` at the front of `slot`, whose old head was `head`;
