@@ -80,6 +80,20 @@ fn bench_size(c: &mut Criterion, label: &str, size: usize, throughput: Throughpu
             })
         })
     });
+    g.bench_function("liveline decode_slice (the engine's path)", |b| {
+        b.iter_custom(|iters| {
+            decode_timed(iters, &input, |buf| {
+                let mut dec = Decoder::new(1 << 20);
+                let (mut n, mut at) = (0, 0);
+                while let Some((f, used)) = dec.decode_slice(&buf[at..]).expect("valid input") {
+                    black_box(&f);
+                    at += used;
+                    n += 1;
+                }
+                n
+            })
+        })
+    });
     g.bench_function("tokio-util LengthDelimitedCodec", |b| {
         b.iter_custom(|iters| {
             decode_timed(iters, &input, |buf| {

@@ -242,6 +242,7 @@ impl Decoder {
     }
 
     /// Checks a length prefix: at least the kind byte, at most the configured maximum.
+    #[inline]
     fn check_len(&mut self, len: u32) -> Result<usize, DecodeError> {
         if len == 0 {
             return Err(self.fail(DecodeError::EmptyFrame));
@@ -256,6 +257,7 @@ impl Decoder {
         Ok(len as usize)
     }
 
+    #[inline]
     fn kind_of(&mut self, byte: u8) -> Result<FrameKind, DecodeError> {
         FrameKind::from_byte(byte).ok_or_else(|| self.fail(DecodeError::UnknownKind(byte)))
     }
@@ -295,6 +297,7 @@ impl Decoder {
 }
 
 /// Parses the body of a frame of `kind` as borrowed where the kind allows it.
+#[inline]
 fn parse_ref(kind: FrameKind, body: &[u8]) -> Result<FrameRef<'_>, BodyError> {
     match kind {
         FrameKind::Ping => frame::exact_u64(body).map(FrameRef::Ping),
@@ -365,15 +368,21 @@ impl Encoder {
 
     /// Appends `frame` to `dst`, reserving once for the whole frame.
     pub fn encode(&self, frame: &Frame, dst: &mut BytesMut) -> Result<(), EncodeError> {
-        if let Frame::Ping(v) | Frame::Pong(v) | Frame::Ack(v) = *frame {
-            // The heartbeat and ACK path: thirteen bytes built on the stack, one append.
-            let len = self.check(1 + 8)?;
-            let mut bytes = [0; HEADER_LEN + 1 + 8];
-            bytes[..HEADER_LEN].copy_from_slice(&len.to_be_bytes());
-            bytes[HEADER_LEN] = frame.kind() as u8;
-            bytes[HEADER_LEN + 1..].copy_from_slice(&v.to_be_bytes());
-            dst.extend_from_slice(&bytes);
-            return Ok(());
+        // The data path first, each kind written directly.
+        match frame {
+            Frame::Ping(v) | Frame::Pong(v) | Frame::Ack(v) => {
+                // Thirteen bytes built on the stack, one append.
+                let len = self.check(1 + 8)?;
+                let mut bytes = [0; HEADER_LEN + 1 + 8];
+                bytes[..HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+                bytes[HEADER_LEN] = frame.kind() as u8;
+                bytes[HEADER_LEN + 1..].copy_from_slice(&v.to_be_bytes());
+                dst.extend_from_slice(&bytes);
+                return Ok(());
+            }
+            Frame::Data(payload) => return self.encode_data(payload, dst),
+            Frame::Message { id, payload } => return self.encode_message(*id, payload, dst),
+            _ => {}
         }
         if let Frame::Hello(h) = frame {
             if h.identity.len() > frame::MAX_IDENTITY_LEN {
@@ -389,6 +398,7 @@ impl Encoder {
     }
 
     /// Appends a MESSAGE frame from a borrowed payload, without building a [`Frame`].
+    #[inline]
     pub fn encode_message(
         &self,
         id: u64,
@@ -405,6 +415,7 @@ impl Encoder {
     }
 
     /// Appends a DATA frame from a borrowed payload, without building a [`Frame`].
+    #[inline]
     pub fn encode_data(&self, payload: &[u8], dst: &mut BytesMut) -> Result<(), EncodeError> {
         let len = self.check(1 + payload.len())?;
         dst.reserve(HEADER_LEN + len as usize);
@@ -414,6 +425,7 @@ impl Encoder {
         Ok(())
     }
 
+    #[inline]
     fn check(&self, len: usize) -> Result<u32, EncodeError> {
         match u32::try_from(len) {
             Ok(l) if l <= self.max_frame_len => Ok(l),
