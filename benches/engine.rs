@@ -4,7 +4,8 @@
 //!
 //! Run: `cargo bench --bench engine`. `LIVELINE_BENCH_CONNS` overrides the 100,000.
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use liveline::config::Config;
 use liveline::engine::{ClientConfig, ClientId, ClientState, ConnId, Engine, Event, Io};
 use liveline::frame::Text;
@@ -37,18 +38,28 @@ fn addr(i: usize) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9000 + i as u16))
 }
 
-/// `n` clients on one node, all connected to the first of `servers` servers.
+/// `n` clients on one node, all connected to the first of `servers` servers, all
+/// created at the same instant.
 fn world(n: usize, servers: usize) -> World {
+    world_over(n, servers, Duration::ZERO)
+}
+
+/// Like [`world`], but the clients are created in 1,000 equal batches spread over
+/// `spread` of virtual time (the simulation runs between batches), as clients that come
+/// and go over time: their heartbeats are then spread over the ping interval too.
+fn world_over(n: usize, servers: usize, spread: Duration) -> World {
     let mut sim = Sim::new(1, Instant::now(), net());
     let server_nodes: Vec<NodeId> = (0..servers)
         .map(|i| sim.add_node(config(), Some(addr(i))))
         .collect();
     let clients = sim.add_node(config(), None);
-    let now = sim.now();
     let list: Vec<SocketAddr> = (0..servers).map(addr).collect();
-    let ids = (0..n)
-        .map(|i| {
-            sim.engine(clients).add_client(
+    let batches = if spread.is_zero() { 1 } else { 1000 };
+    let mut ids = Vec::with_capacity(n);
+    for batch in 0..batches {
+        let now = sim.now();
+        for i in batch * n / batches..(batch + 1) * n / batches {
+            ids.push(sim.engine(clients).add_client(
                 ClientConfig {
                     identity: Text::from(format!("u{i}")),
                     token: bytes::Bytes::new(),
@@ -56,9 +67,13 @@ fn world(n: usize, servers: usize) -> World {
                     instance: Some(i as u64 + 1),
                 },
                 now,
-            )
-        })
-        .collect();
+            ));
+        }
+        if !spread.is_zero() {
+            sim.run_for(spread / batches as u32);
+            sim.clear_events(clients);
+        }
+    }
     World {
         sim,
         servers: server_nodes,
@@ -69,7 +84,7 @@ fn world(n: usize, servers: usize) -> World {
 
 impl World {
     fn all_active(&mut self) -> bool {
-        let engine = self.sim.engine(self.clients);
+        let engine = self.sim.engine_ref(self.clients);
         self.ids.iter().all(|&c| {
             engine
                 .client_info(c)
@@ -81,7 +96,7 @@ impl World {
         let clients = self.clients;
         let ids = self.ids.clone();
         let done = self.sim.run_until(Duration::from_secs(60), |s| {
-            let e = s.engine(clients);
+            let e = s.engine_ref(clients);
             ids.iter().all(|&c| {
                 e.client_info(c)
                     .is_some_and(|i| i.state == ClientState::Active)
@@ -228,6 +243,42 @@ impl Direct {
     }
 }
 
+/// Times rounds of one ping interval, checking that they bring one RTT per client each.
+fn heartbeat(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, w: &mut World, n: usize) {
+    let ping = config().ping_interval;
+    // Rounds then start half an interval away from the heartbeats of clients that all
+    // connected at once, so that each round holds exactly one of theirs.
+    w.sim.run_for(ping + ping / 2);
+    w.sim.clear_events(w.clients);
+    g.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let (mut took, mut rtts) = (Duration::ZERO, 0);
+            for _ in 0..iters {
+                let start = Instant::now();
+                w.sim.run_for(ping);
+                took += start.elapsed();
+                // The application's part, untimed: look at the events, drop them.
+                rtts += w
+                    .sim
+                    .events(w.clients)
+                    .iter()
+                    .filter(|e| matches!(e, Event::Rtt { .. }))
+                    .count();
+                w.sim.clear_events(w.clients);
+            }
+            // Within 1 %: a client's heartbeats come every ping interval plus up to two
+            // ticks (the idle period is never cut short), so they drift across round
+            // boundaries.
+            let expected = n * iters as usize;
+            assert!(
+                rtts.abs_diff(expected) <= expected / 100,
+                "one RTT per client per round: {rtts} for {expected}"
+            );
+            took
+        })
+    });
+}
+
 fn engine(c: &mut Criterion) {
     let n = conns();
     let ping = config().ping_interval;
@@ -254,18 +305,15 @@ fn engine(c: &mut Criterion) {
     assert!(w.all_active());
 
     // (b) one heartbeat round: every client is write idle -> PING -> PONG -> RTT sample
-    // -> idle bookkeeping on both ends.
-    g.bench_function("heartbeat_round", |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                w.sim.run_for(ping);
-            }
-            let took = start.elapsed();
-            w.sim.clear_events(w.clients);
-            took
-        })
-    });
+    // -> idle bookkeeping on both ends. First with every client's heartbeat due in the
+    // same tick (all connected in the same millisecond), then with the heartbeats spread
+    // over the interval (clients connected over ten seconds: the steady state of a server
+    // whose clients come and go).
+    heartbeat(&mut g, "heartbeat_round", &mut w, n);
+    let mut spread = world_over(n, 2, ping);
+    spread.settle();
+    heartbeat(&mut g, "heartbeat_round_spread", &mut spread, n);
+    drop(spread);
 
     // (b') the same round with the two engines joined directly: the engines' own share of
     // (b), with both sides in connection order, then with the server's sessions shuffled.

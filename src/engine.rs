@@ -1047,9 +1047,20 @@ impl Engine {
     /// When [`handle_timeout`](Self::handle_timeout) should be called next (it may be
     /// called earlier; it may find nothing due).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.wheel
-            .next_deadline()
-            .map(|t| self.now + self.clock.until(self.now, t))
+        let wheel = self.wheel.next_deadline();
+        // Session records left behind are forgotten by `handle_timeout` too.
+        let records = self.left.front().map(|&(_, _, at)| {
+            if self.records.len() > self.cfg.max_connections {
+                self.tick
+            } else {
+                at.wrapping_add(self.clock.ticks_for(self.cfg.record_linger))
+            }
+        });
+        let next = match (wheel, records) {
+            (Some(a), Some(b)) => Some(a.earliest(b)),
+            (a, b) => a.or(b),
+        };
+        next.map(|t| self.now + self.clock.until(self.now, t))
     }
 
     // ---------------------------------------------------------------- commands

@@ -100,9 +100,20 @@ struct Node {
     alive: bool,
     refusing: bool,
     events: Vec<Event>,
-    /// Link ends of this node's connections.
     /// Link ends of this node's connections, by the connection's slot index.
     ends: Ends,
+    /// The engine had an input (or was lent out) since its outputs were last collected.
+    dirty: bool,
+    /// Its next timer as of then: only an input can change it.
+    timer: Option<Micros>,
+}
+
+impl Node {
+    /// The engine, for an input: its outputs and timer need collecting afterwards.
+    fn touched(&mut self) -> &mut Engine {
+        self.dirty = true;
+        &mut self.engine
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -252,6 +263,8 @@ impl Sim {
             refusing: false,
             events: Vec::new(),
             ends: Ends::default(),
+            dirty: true,
+            timer: None,
         });
         NodeId(self.nodes.len() - 1)
     }
@@ -259,7 +272,13 @@ impl Sim {
     /// The node's engine, for application commands. Its outputs are collected at the next
     /// step of the simulation.
     pub fn engine(&mut self, node: NodeId) -> &mut Engine {
-        &mut self.nodes[node.0].engine
+        self.nodes[node.0].touched()
+    }
+
+    /// The node's engine, to look at (unlike [`engine`](Self::engine), this does not make
+    /// the next step collect its outputs).
+    pub fn engine_ref(&self, node: NodeId) -> &Engine {
+        &self.nodes[node.0].engine
     }
 
     /// Drops the events the node's engine produced so far, keeping their memory for the
@@ -340,7 +359,7 @@ impl Sim {
             if self.links.contains(link.0) {
                 self.schedule_fin(link.0, side);
             }
-            self.nodes[node.0].engine.handle_closed(conn, self.now);
+            self.nodes[node.0].touched().handle_closed(conn, self.now);
         }
     }
 
@@ -407,7 +426,7 @@ impl Sim {
             .nodes
             .iter()
             .position(|n| n.alive && !n.refusing && n.listen == Some(addr));
-        match target.map(|t| (t, self.nodes[t].engine.handle_accept(self.now))) {
+        match target.map(|t| (t, self.nodes[t].touched().handle_accept(self.now))) {
             Some((t, Ok(conn))) => {
                 self.accepts.push((self.now, t));
                 let link = self.new_link(Link {
@@ -508,14 +527,12 @@ impl Sim {
 
     fn next_time(&self) -> Option<Micros> {
         let net = self.queue.keys().next().copied();
-        // Rounded up, so that the step at that microsecond finds the timer due.
         let timers = self
             .nodes
             .iter()
             .filter(|n| n.alive)
-            .filter_map(|n| n.engine.poll_timeout())
-            .min()
-            .map(|t| micros_ceil(t.saturating_duration_since(self.start)));
+            .filter_map(|n| n.timer)
+            .min();
         match (net, timers) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -538,8 +555,9 @@ impl Sim {
             }
         }
         for i in 0..self.nodes.len() {
-            if self.nodes[i].alive {
-                self.nodes[i].engine.handle_timeout(self.now);
+            let n = &mut self.nodes[i];
+            if n.alive && n.timer.is_some_and(|t| t <= self.now_us) {
+                n.touched().handle_timeout(self.now);
             }
         }
         self.pump();
@@ -594,25 +612,42 @@ impl Sim {
     }
 
     /// Moves every engine's outputs into the network until nothing is left to move.
+    /// Only engines that had an input since their last collection are visited: a step
+    /// costs what happened in it, not a visit of every node.
     fn pump(&mut self) {
         loop {
-            let mut moved = false;
+            let mut visited = false;
             for i in 0..self.nodes.len() {
-                if !self.nodes[i].alive {
+                if !self.nodes[i].dirty || !self.nodes[i].alive {
                     continue;
                 }
-                while let Some(io) = self.nodes[i].engine.poll_io() {
-                    moved = true;
-                    self.on_io(i, io);
+                visited = true;
+                // Writing (`handle_sent`) may queue more output: drain until nothing is left.
+                loop {
+                    let mut moved = false;
+                    while let Some(io) = self.nodes[i].engine.poll_io() {
+                        moved = true;
+                        self.on_io(i, io);
+                    }
+                    while let Some(conn) = self.nodes[i].engine.poll_transmit() {
+                        moved = true;
+                        self.transmit(i, conn);
+                    }
+                    if !moved {
+                        break;
+                    }
                 }
-                while let Some(conn) = self.nodes[i].engine.poll_transmit() {
-                    moved = true;
-                    self.transmit(i, conn);
-                }
+                let start = self.start;
                 let n = &mut self.nodes[i];
+                n.dirty = false;
                 while let Some(e) = n.engine.poll_event() {
                     n.events.push(e);
                 }
+                // Rounded up, so that the step at that microsecond finds the timer due.
+                n.timer = n
+                    .engine
+                    .poll_timeout()
+                    .map(|t| micros_ceil(t.saturating_duration_since(start)));
             }
             let blocked = std::mem::take(&mut self.blocked);
             for (node, conn) in blocked {
@@ -620,7 +655,7 @@ impl Sim {
                     self.transmit(node, conn);
                 }
             }
-            if !moved {
+            if !visited {
                 break;
             }
         }
@@ -675,7 +710,7 @@ impl Sim {
                 .pop()
                 .unwrap_or_else(|| BytesMut::with_capacity(n.max(64)));
             bytes.extend_from_slice(&out[..n]);
-            self.nodes[node].engine.handle_sent(conn, n, self.now);
+            self.nodes[node].touched().handle_sent(conn, n, self.now);
             self.send_on(link.0, side, bytes);
         }
         if !self.nodes[node].engine.outbound(conn).is_empty() {
@@ -725,7 +760,9 @@ impl Sim {
                     End::Engine { node, conn } => {
                         l.used[dir] -= bytes.len();
                         if self.nodes[node].alive {
-                            self.nodes[node].engine.handle_read(conn, &bytes, self.now);
+                            self.nodes[node]
+                                .touched()
+                                .handle_read(conn, &bytes, self.now);
                         }
                     }
                     End::Raw { raw } => {
@@ -756,13 +793,13 @@ impl Sim {
                     return;
                 }
                 let accepted = if self.nodes[to].alive && !self.nodes[to].refusing {
-                    self.nodes[to].engine.handle_accept(self.now).ok()
+                    self.nodes[to].touched().handle_accept(self.now).ok()
                 } else {
                     None
                 };
                 let Some(server) = accepted else {
                     return self.nodes[from]
-                        .engine
+                        .touched()
                         .handle_connect_failed(conn, self.now);
                 };
                 self.accepts.push((self.now, to));
@@ -780,12 +817,12 @@ impl Sim {
                 });
                 self.nodes[from].ends.insert(conn, LinkId(link), 0);
                 self.nodes[to].ends.insert(server, LinkId(link), 1);
-                self.nodes[from].engine.handle_connected(conn, self.now);
+                self.nodes[from].touched().handle_connected(conn, self.now);
             }
             Action::Refused { from, conn } => {
                 if self.nodes[from].alive {
                     self.nodes[from]
-                        .engine
+                        .touched()
                         .handle_connect_failed(conn, self.now);
                 }
             }
@@ -797,7 +834,7 @@ impl Sim {
             End::Engine { node, conn } => {
                 self.nodes[node].ends.remove(conn);
                 if self.nodes[node].alive {
-                    self.nodes[node].engine.handle_closed(conn, self.now);
+                    self.nodes[node].touched().handle_closed(conn, self.now);
                 }
             }
             End::Raw { raw } => {

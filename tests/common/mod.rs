@@ -82,7 +82,7 @@ impl World {
 
     /// Index of the server the client is connected to.
     pub fn server_of(&mut self, client: ClientRef) -> Option<usize> {
-        let info = self.sim.engine(client.0).client_info(client.1)?;
+        let info = self.sim.engine_ref(client.0).client_info(client.1)?;
         if info.state != ClientState::Active {
             return None;
         }
@@ -92,7 +92,7 @@ impl World {
 }
 
 pub fn active(s: &mut Sim, client: ClientRef) -> bool {
-    s.engine(client.0)
+    s.engine_ref(client.0)
         .client_info(client.1)
         .is_some_and(|i| i.state == ClientState::Active)
 }
