@@ -512,8 +512,9 @@ pub struct Engine {
     clock: Clock,
     now: Instant,
     tick: Tick,
-    /// `now` in whole microseconds since the clock's origin (PING stamps).
-    now_us: u64,
+    /// `now` in nanoseconds since the clock's origin: read once per new instant, it gives
+    /// the tick, PING stamps and poll timeouts without touching `Instant` again.
+    now_ns: u64,
     encoder: Encoder,
     wheel: Wheel,
     server_idle: IdleConfig,
@@ -558,7 +559,7 @@ impl Engine {
         Engine {
             encoder: Encoder::new(cfg.max_frame_len),
             tick: clock.tick_of(now),
-            now_us: clock.position(now).1,
+            now_ns: 0,
             wheel: Wheel::with_slots_at(crate::wheel::DEFAULT_SLOTS, clock.tick_of(now)),
             clock,
             now,
@@ -612,8 +613,14 @@ impl Engine {
         // Time never runs backwards inside the engine, whatever the driver passes.
         if now > self.now {
             self.now = now;
-            (self.tick, self.now_us) = self.clock.position(now);
+            self.now_ns = self.clock.nanos_of(now);
+            self.tick = self.clock.tick_at(self.now_ns);
         }
+    }
+
+    /// Microseconds since the clock's origin: PING stamps, echoed in PONGs.
+    fn now_us(&self) -> u64 {
+        self.now_ns / 1_000
     }
 
     fn next_gen(&mut self) -> NonZeroU32 {
@@ -1060,7 +1067,7 @@ impl Engine {
             (Some(a), Some(b)) => Some(a.earliest(b)),
             (a, b) => a.or(b),
         };
-        next.map(|t| self.now + self.clock.until(self.now, t))
+        next.map(|t| self.now + self.clock.until_at(self.now_ns, t))
     }
 
     // ---------------------------------------------------------------- commands
@@ -1430,7 +1437,7 @@ impl Engine {
                     Frame::Ping(v) => self.queue_frame(index, &Frame::Pong(v)),
                     Frame::Pong(v) => {
                         // Our own stamp from the PING (see `on_conn_timer`), echoed back.
-                        if let Some(us) = self.now_us.checked_sub(v) {
+                        if let Some(us) = self.now_us().checked_sub(v) {
                             let rtt = Duration::from_micros(us);
                             let k = &mut self.clients[ci];
                             let us = u32::try_from(us).unwrap_or(u32::MAX);
@@ -1837,7 +1844,7 @@ impl Engine {
                 } else {
                     // Microseconds since this engine's origin: the PONG's echo of it gives
                     // the round trip.
-                    self.queue_frame(index, &Frame::Ping(self.now_us));
+                    self.queue_frame(index, &Frame::Ping(self.now_us()));
                 }
             }
         }

@@ -105,7 +105,7 @@ struct Node {
     /// The engine had an input (or was lent out) since its outputs were last collected.
     dirty: bool,
     /// Its next timer as of then: only an input can change it.
-    timer: Option<Micros>,
+    timer: Option<Instant>,
 }
 
 impl Node {
@@ -527,12 +527,14 @@ impl Sim {
 
     fn next_time(&self) -> Option<Micros> {
         let net = self.queue.keys().next().copied();
+        // Rounded up, so that the step at that microsecond finds the timer due.
         let timers = self
             .nodes
             .iter()
             .filter(|n| n.alive)
             .filter_map(|n| n.timer)
-            .min();
+            .min()
+            .map(|t| micros_ceil(t.saturating_duration_since(self.start)));
         match (net, timers) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -556,7 +558,7 @@ impl Sim {
         }
         for i in 0..self.nodes.len() {
             let n = &mut self.nodes[i];
-            if n.alive && n.timer.is_some_and(|t| t <= self.now_us) {
+            if n.alive && n.timer.is_some_and(|t| t <= self.now) {
                 n.touched().handle_timeout(self.now);
             }
         }
@@ -637,17 +639,12 @@ impl Sim {
                         break;
                     }
                 }
-                let start = self.start;
                 let n = &mut self.nodes[i];
                 n.dirty = false;
                 while let Some(e) = n.engine.poll_event() {
                     n.events.push(e);
                 }
-                // Rounded up, so that the step at that microsecond finds the timer due.
-                n.timer = n
-                    .engine
-                    .poll_timeout()
-                    .map(|t| micros_ceil(t.saturating_duration_since(start)));
+                n.timer = n.engine.poll_timeout();
             }
             let blocked = std::mem::take(&mut self.blocked);
             for (node, conn) in blocked {
@@ -862,5 +859,7 @@ impl Sim {
 
 /// `d` in whole microseconds, rounded up (saturating after 584,000 years).
 fn micros_ceil(d: Duration) -> Micros {
-    u64::try_from(d.as_nanos().div_ceil(1_000)).unwrap_or(u64::MAX)
+    d.as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from(d.subsec_nanos().div_ceil(1_000)))
 }

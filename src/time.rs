@@ -171,16 +171,11 @@ impl Clock {
         self.tick_at(self.nanos_of(at))
     }
 
-    /// The tick `at` falls in, and the whole microseconds from the origin to `at`: what an
-    /// engine needs of each new "now", from one reading of the instant.
-    #[must_use]
-    pub fn position(&self, at: Instant) -> (Tick, u64) {
-        let ns = self.nanos_of(at);
-        (self.tick_at(ns), ns / 1_000)
-    }
-
     /// Nanoseconds from the origin to `at` (zero before it; saturates 584 years after).
-    fn nanos_of(&self, at: Instant) -> u64 {
+    /// An engine reads each new "now" once this way and derives the rest with
+    /// [`tick_at`](Self::tick_at) and [`until_at`](Self::until_at).
+    #[must_use]
+    pub fn nanos_of(&self, at: Instant) -> u64 {
         let elapsed = at.saturating_duration_since(self.origin);
         elapsed
             .as_secs()
@@ -188,7 +183,9 @@ impl Clock {
             .saturating_add(u64::from(elapsed.subsec_nanos()))
     }
 
-    fn tick_at(&self, ns: u64) -> Tick {
+    /// The tick that the instant `ns` nanoseconds after the origin falls in.
+    #[must_use]
+    pub fn tick_at(&self, ns: u64) -> Tick {
         // Truncating to 32 bits is the wrap: tick numbers are taken modulo 2^32.
         Tick((ns / self.tick_ns) as u32)
     }
@@ -242,7 +239,12 @@ impl Clock {
     /// wrap rule's range of `now`'s tick.
     #[must_use]
     pub fn until(&self, now: Instant, t: Tick) -> Duration {
-        let ns = self.nanos_of(now);
+        self.until_at(self.nanos_of(now), t)
+    }
+
+    /// [`until`](Self::until) from the instant `ns` nanoseconds after the origin.
+    #[must_use]
+    pub fn until_at(&self, ns: u64, t: Tick) -> Duration {
         let ahead = t.since(self.tick_at(ns));
         if ahead <= 0 {
             return Duration::ZERO;
