@@ -122,7 +122,9 @@ impl FrameRef<'_> {
     }
 }
 
-/// Incremental frame decoder. One per connection; it holds no buffer of its own.
+/// Incremental frame decoder: the state of one byte stream between reads (a stream in the
+/// middle of a frame needs its own; between frames, any decoder with the same limit will
+/// do). It holds no buffer of its own.
 #[derive(Clone, Debug)]
 pub struct Decoder {
     max_frame_len: u32,

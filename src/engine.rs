@@ -2044,8 +2044,8 @@ mod tests {
         assert_eq!(closed, 1);
     }
 
-    /// Frames split anywhere across reads: complete ones are decoded from the shared
-    /// receive buffer, the partial rest waits in the connection's own.
+    /// Frames split anywhere across reads: complete ones are decoded straight from the
+    /// read, the partial rest waits in the connection's own buffer.
     #[test]
     fn frames_split_at_any_point_across_reads() {
         let enc = Encoder::default();

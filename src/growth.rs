@@ -2,8 +2,10 @@
 //!
 //! `Vec` doubles its capacity when full, so a table of n entries may hold up to 2n slots,
 //! and at 100k connections it holds 131,072 (31 % unused). The engine's tables grow by a
-//! quarter instead: at most 25 % is ever unused, and since a large block is grown in place
-//! or remapped by the allocator, the extra reallocations cost little.
+//! quarter instead (by at least 64 slots): once past 256 slots, growth leaves at most a
+//! fifth of a table unused, and since a large block is grown in place or remapped by the
+//! allocator, the extra reallocations cost little. (Slots freed by departed connections
+//! are reused before the table grows, and are not counted here.)
 
 use slab::Slab;
 

@@ -133,6 +133,7 @@ struct Link {
 
 /// Links by id. Ids count up and are never reused, so a late action for a closed link
 /// cannot touch a newer one; a table indexed by id finds a link with one memory access.
+/// It keeps a slot (an empty `Option`) per link ever made: simulations are short-lived.
 #[derive(Default)]
 struct Links(Vec<Option<Link>>);
 
@@ -196,6 +197,10 @@ enum Action {
     Refused { from: usize, conn: ConnId },
 }
 
+/// Capacity of the delivery buffers kept for reuse: enough for a burst of 100k heartbeats
+/// in flight, bounded however large the writes.
+const SPARE_BYTES_MAX: usize = 16 * 1024 * 1024;
+
 /// Virtual time inside the simulation: whole microseconds since its start. Cheaper than
 /// `Instant` to add, compare and key a map by, on the path of every delivery.
 type Micros = u64;
@@ -220,8 +225,9 @@ pub struct Sim {
     buckets: Vec<Vec<Action>>,
     /// Engine ends with output the window did not let out yet.
     blocked: Vec<(usize, ConnId)>,
-    /// Buffers of delivered writes, reused for the next ones.
+    /// Buffers of delivered writes, reused for the next ones, and their capacity in all.
     spare: Vec<BytesMut>,
+    spare_bytes: usize,
     /// Connections opened, per node, for tests that check reconnect spreading.
     accepts: Vec<(Instant, usize)>,
 }
@@ -244,6 +250,7 @@ impl Sim {
             blocked: Vec::new(),
             accepts: Vec::new(),
             spare: Vec::new(),
+            spare_bytes: 0,
         }
     }
 
@@ -498,6 +505,8 @@ impl Sim {
             if done(self) {
                 return true;
             }
+            // `done` may have given an engine a command.
+            self.pump();
             match self.next_time() {
                 Some(t) if t <= end => self.step(t),
                 _ => {
@@ -569,9 +578,10 @@ impl Sim {
         self.links.insert(link)
     }
 
-    /// Keeps a delivered write's buffer for the next one (a bounded number of them).
+    /// Keeps a delivered write's buffer for the next one, within `SPARE_BYTES_MAX`.
     fn recycle(&mut self, mut bytes: BytesMut) {
-        if self.spare.len() < 64 * 1024 && bytes.capacity() <= 64 * 1024 {
+        if self.spare_bytes + bytes.capacity() <= SPARE_BYTES_MAX {
+            self.spare_bytes += bytes.capacity();
             bytes.clear();
             self.spare.push(bytes);
         }
@@ -615,7 +625,8 @@ impl Sim {
 
     /// Moves every engine's outputs into the network until nothing is left to move.
     /// Only engines that had an input since their last collection are visited: a step
-    /// costs what happened in it, not a visit of every node.
+    /// costs what happened in it, not a visit of every node. Returns when no engine has
+    /// uncollected output (writes the window holds back stay in `blocked`).
     fn pump(&mut self) {
         loop {
             let mut visited = false;
@@ -652,7 +663,8 @@ impl Sim {
                     self.transmit(node, conn);
                 }
             }
-            if !visited {
+            // A blocked write that went out (`handle_sent`) makes its node dirty again.
+            if !visited && !self.nodes.iter().any(|n| n.dirty && n.alive) {
                 break;
             }
         }
@@ -702,10 +714,13 @@ impl Sim {
         let out = self.nodes[node].engine.outbound(conn);
         let n = out.len().min(room);
         if n > 0 {
-            let mut bytes = self
-                .spare
-                .pop()
-                .unwrap_or_else(|| BytesMut::with_capacity(n.max(64)));
+            let mut bytes = match self.spare.pop() {
+                Some(b) => {
+                    self.spare_bytes -= b.capacity();
+                    b
+                }
+                None => BytesMut::with_capacity(n.max(64)),
+            };
             bytes.extend_from_slice(&out[..n]);
             self.nodes[node].touched().handle_sent(conn, n, self.now);
             self.send_on(link.0, side, bytes);
