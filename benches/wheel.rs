@@ -124,7 +124,10 @@ fn heap_with(n: usize, pool: &[u32]) -> BinaryHeap<HeapEntry> {
 }
 
 /// Insert into a structure already holding `n` timers; the inserted ones are removed again,
-/// untimed, after every chunk.
+/// untimed, after every chunk. Two orders of deadlines: random over the period, and the
+/// engine's order, where each new timer is due a period from a "now" that advances one
+/// tick every 33 inserts (100k connections re-armed over a 30 s period), so that
+/// consecutive inserts share a slot.
 fn insert(c: &mut Criterion, rt: &Runtime) {
     let _rt = rt.enter();
     let mut g = c.benchmark_group("insert");
@@ -132,81 +135,115 @@ fn insert(c: &mut Criterion, rt: &Runtime) {
     g.throughput(Throughput::Elements(1));
     for n in SIZES {
         let mut rng = Rng(n as u64);
-        let pool = rng.deadlines();
+        let random = rng.deadlines();
+        let ordered: Vec<u32> = (0..POOL).map(|i| 1 + (i as u32 / 33) % PERIOD).collect();
+        for (suffix, pool) in [("", &random), ("_engine_order", &ordered)] {
+            insert_with(&mut g, n, &random, pool, suffix);
+        }
+    }
+    g.finish();
+}
 
-        let (mut wheel, _) = wheel_with(n, &pool);
-        let mut fresh = Vec::with_capacity(CHUNK);
-        let mut at = 0;
-        g.bench_function(BenchmarkId::new("liveline", n), |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                let mut left = iters as usize;
-                while left > 0 {
-                    let batch = left.min(CHUNK);
-                    let start = Instant::now();
+/// The insert benchmarks of one deadline order: `base` fills the structures, `pool` gives
+/// the inserted deadlines.
+fn insert_with(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    n: usize,
+    base_pool: &[u32],
+    pool: &[u32],
+    suffix: &str,
+) {
+    let (wheel, _) = wheel_with(n, base_pool);
+    let mut state = (wheel, Vec::with_capacity(CHUNK));
+    let mut at = 0;
+    g.bench_function(BenchmarkId::new(format!("liveline{suffix}"), n), |b| {
+        b.iter_custom(|iters| {
+            chunked(
+                iters,
+                &mut at,
+                &mut state,
+                |(wheel, fresh), at, batch| {
                     for j in 0..batch {
                         fresh.push(wheel.insert(Tick(pool[(at + j) % POOL]), j as u32));
                     }
-                    total += start.elapsed();
-                    at += batch;
-                    left -= batch;
+                },
+                |(wheel, fresh)| {
                     for key in fresh.drain(..) {
                         wheel.cancel(key);
                     }
-                }
-                total
-            });
+                },
+            )
         });
-        drop(wheel);
+    });
+    drop(state);
 
-        let (mut dq, _) = queue_with(n, &pool);
-        let mut fresh = Vec::with_capacity(CHUNK);
-        g.bench_function(BenchmarkId::new("delay_queue", n), |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                let mut left = iters as usize;
-                while left > 0 {
-                    let batch = left.min(CHUNK);
-                    let start = Instant::now();
+    let (dq, _) = queue_with(n, base_pool);
+    let mut state = (dq, Vec::with_capacity(CHUNK));
+    g.bench_function(BenchmarkId::new(format!("delay_queue{suffix}"), n), |b| {
+        b.iter_custom(|iters| {
+            chunked(
+                iters,
+                &mut at,
+                &mut state,
+                |(dq, fresh), at, batch| {
                     for j in 0..batch {
                         fresh.push(dq.insert(j as u32, ticks(pool[(at + j) % POOL])));
                     }
-                    total += start.elapsed();
-                    at += batch;
-                    left -= batch;
+                },
+                |(dq, fresh)| {
                     for key in fresh.drain(..) {
                         dq.remove(&key);
                     }
-                }
-                total
-            });
+                },
+            )
         });
-        drop(dq);
+    });
+    drop(state);
 
-        let base = heap_with(n, &pool);
-        let mut heap = base.clone();
-        g.bench_function(BenchmarkId::new("binary_heap", n), |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                let mut left = iters as usize;
-                while left > 0 {
-                    let batch = left.min(CHUNK);
-                    let start = Instant::now();
+    let base = heap_with(n, base_pool);
+    let mut heap = base.clone();
+    g.bench_function(BenchmarkId::new(format!("binary_heap{suffix}"), n), |b| {
+        b.iter_custom(|iters| {
+            chunked(
+                iters,
+                &mut at,
+                &mut heap,
+                |heap, at, batch| {
                     for j in 0..batch {
                         heap.push((Reverse(pool[(at + j) % POOL]), j as u32, 0));
                     }
-                    total += start.elapsed();
-                    at += batch;
-                    left -= batch;
+                },
+                |heap| {
                     if heap.len() >= n + n / 8 {
                         heap.clone_from(&base);
                     }
-                }
-                total
-            });
+                },
+            )
         });
+    });
+}
+
+/// Runs `iters` operations in chunks of at most `CHUNK`: `op(state, at, batch)` is timed,
+/// `after(state)` (a clean-up) is not; `at` counts the operations done so far.
+fn chunked<S>(
+    iters: u64,
+    at: &mut usize,
+    state: &mut S,
+    mut op: impl FnMut(&mut S, usize, usize),
+    mut after: impl FnMut(&mut S),
+) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters as usize;
+    while left > 0 {
+        let batch = left.min(CHUNK);
+        let start = Instant::now();
+        op(state, *at, batch);
+        total += start.elapsed();
+        *at += batch;
+        left -= batch;
+        after(state);
     }
-    g.finish();
+    total
 }
 
 /// Cancel random live timers out of `n` (a connection closing): the timers are cold. The
