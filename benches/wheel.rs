@@ -153,97 +153,88 @@ fn insert_with(
     pool: &[u32],
     suffix: &str,
 ) {
-    let (wheel, _) = wheel_with(n, base_pool);
-    let mut state = (wheel, Vec::with_capacity(CHUNK));
+    let (mut wheel, _) = wheel_with(n, base_pool);
+    let mut fresh = Vec::with_capacity(CHUNK);
     let mut at = 0;
     g.bench_function(BenchmarkId::new(format!("liveline{suffix}"), n), |b| {
         b.iter_custom(|iters| {
-            chunked(
-                iters,
-                &mut at,
-                &mut state,
-                |(wheel, fresh), at, batch| {
+            in_chunks(iters, |left| {
+                let batch = left.min(CHUNK);
+                let took = timed(|| {
                     for j in 0..batch {
                         fresh.push(wheel.insert(Tick(pool[(at + j) % POOL]), j as u32));
                     }
-                },
-                |(wheel, fresh)| {
-                    for key in fresh.drain(..) {
-                        wheel.cancel(key);
-                    }
-                },
-            )
+                });
+                at += batch;
+                for key in fresh.drain(..) {
+                    wheel.cancel(key);
+                }
+                (batch, took)
+            })
         });
     });
-    drop(state);
+    drop(wheel);
 
-    let (dq, _) = queue_with(n, base_pool);
-    let mut state = (dq, Vec::with_capacity(CHUNK));
+    let (mut dq, _) = queue_with(n, base_pool);
+    let mut fresh = Vec::with_capacity(CHUNK);
     g.bench_function(BenchmarkId::new(format!("delay_queue{suffix}"), n), |b| {
         b.iter_custom(|iters| {
-            chunked(
-                iters,
-                &mut at,
-                &mut state,
-                |(dq, fresh), at, batch| {
+            in_chunks(iters, |left| {
+                let batch = left.min(CHUNK);
+                let took = timed(|| {
                     for j in 0..batch {
                         fresh.push(dq.insert(j as u32, ticks(pool[(at + j) % POOL])));
                     }
-                },
-                |(dq, fresh)| {
-                    for key in fresh.drain(..) {
-                        dq.remove(&key);
-                    }
-                },
-            )
+                });
+                at += batch;
+                for key in fresh.drain(..) {
+                    dq.remove(&key);
+                }
+                (batch, took)
+            })
         });
     });
-    drop(state);
+    drop(dq);
 
     let base = heap_with(n, base_pool);
     let mut heap = base.clone();
     g.bench_function(BenchmarkId::new(format!("binary_heap{suffix}"), n), |b| {
         b.iter_custom(|iters| {
-            chunked(
-                iters,
-                &mut at,
-                &mut heap,
-                |heap, at, batch| {
+            in_chunks(iters, |left| {
+                let batch = left.min(CHUNK);
+                let took = timed(|| {
                     for j in 0..batch {
                         heap.push((Reverse(pool[(at + j) % POOL]), j as u32, 0));
                     }
-                },
-                |heap| {
-                    if heap.len() >= n + n / 8 {
-                        heap.clone_from(&base);
-                    }
-                },
-            )
+                });
+                at += batch;
+                if heap.len() >= n + n / 8 {
+                    heap.clone_from(&base);
+                }
+                (batch, took)
+            })
         });
     });
 }
 
-/// Runs `iters` operations in chunks of at most `CHUNK`: `op(state, at, batch)` is timed,
-/// `after(state)` (a clean-up) is not; `at` counts the operations done so far.
-fn chunked<S>(
-    iters: u64,
-    at: &mut usize,
-    state: &mut S,
-    mut op: impl FnMut(&mut S, usize, usize),
-    mut after: impl FnMut(&mut S),
-) -> Duration {
-    let mut total = Duration::ZERO;
-    let mut left = iters as usize;
+/// Times `iters` operations done chunk by chunk: `chunk(left)` does some of the `left`
+/// operations (with any untimed set-up or clean-up of its own) and returns how many it
+/// did and how long its timed part took.
+fn in_chunks(iters: u64, mut chunk: impl FnMut(usize) -> (usize, Duration)) -> Duration {
+    let (mut left, mut total) = (iters as usize, Duration::ZERO);
     while left > 0 {
-        let batch = left.min(CHUNK);
-        let start = Instant::now();
-        op(state, *at, batch);
-        total += start.elapsed();
-        *at += batch;
-        left -= batch;
-        after(state);
+        let (done, took) = chunk(left);
+        left -= done;
+        total += took;
     }
     total
+}
+
+/// How long `f` takes.
+fn timed(f: impl FnOnce()) -> Duration {
+    let start = Instant::now();
+    f();
+    start.elapsed()
 }
 
 /// Cancel random live timers out of `n` (a connection closing): the timers are cold. The
@@ -272,23 +263,20 @@ fn cancel(c: &mut Criterion, rt: &Runtime) {
         let mut hand = Vec::with_capacity(CHUNK);
         g.bench_function(BenchmarkId::new("liveline", n), |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                let mut left = iters as usize;
-                while left > 0 {
+                in_chunks(iters, |left| {
                     let range = next_batch(left);
-                    left -= range.len();
                     hand.clear();
                     hand.extend(order[range.clone()].iter().map(|&i| keys[i as usize]));
-                    let start = Instant::now();
-                    for &key in &hand {
-                        black_box(wheel.cancel(key));
-                    }
-                    total += start.elapsed();
-                    for &i in &order[range] {
+                    let took = timed(|| {
+                        for &key in &hand {
+                            black_box(wheel.cancel(key));
+                        }
+                    });
+                    for &i in &order[range.clone()] {
                         keys[i as usize] = wheel.insert(Tick(pool[i as usize % POOL]), i);
                     }
-                }
-                total
+                    (range.len(), took)
+                })
             });
         });
         drop(wheel);
@@ -297,23 +285,20 @@ fn cancel(c: &mut Criterion, rt: &Runtime) {
         let mut hand = Vec::with_capacity(CHUNK);
         g.bench_function(BenchmarkId::new("delay_queue", n), |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                let mut left = iters as usize;
-                while left > 0 {
+                in_chunks(iters, |left| {
                     let range = next_batch(left);
-                    left -= range.len();
                     hand.clear();
                     hand.extend(order[range.clone()].iter().map(|&i| keys[i as usize]));
-                    let start = Instant::now();
-                    for key in &hand {
-                        black_box(dq.remove(key));
-                    }
-                    total += start.elapsed();
-                    for &i in &order[range] {
+                    let took = timed(|| {
+                        for key in &hand {
+                            black_box(dq.remove(key));
+                        }
+                    });
+                    for &i in &order[range.clone()] {
                         keys[i as usize] = dq.insert(i, ticks(pool[i as usize % POOL]));
                     }
-                }
-                total
+                    (range.len(), took)
+                })
             });
         });
         drop(dq);
@@ -322,18 +307,16 @@ fn cancel(c: &mut Criterion, rt: &Runtime) {
         let mut generation = vec![0u32; n];
         g.bench_function(BenchmarkId::new("binary_heap", n), |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                let mut left = iters as usize;
-                while left > 0 {
+                let total = in_chunks(iters, |left| {
                     let range = next_batch(left);
-                    left -= range.len();
-                    let start = Instant::now();
-                    for &i in &order[range] {
-                        let g = &mut generation[i as usize];
-                        *g = g.wrapping_add(1);
-                    }
-                    total += start.elapsed();
-                }
+                    let took = timed(|| {
+                        for &i in &order[range.clone()] {
+                            let g = &mut generation[i as usize];
+                            *g = g.wrapping_add(1);
+                        }
+                    });
+                    (range.len(), took)
+                });
                 black_box(&generation);
                 total
             });
@@ -359,22 +342,19 @@ fn cancel_recent(c: &mut Criterion, rt: &Runtime) {
         let mut fresh = Vec::with_capacity(CHUNK);
         g.bench_function(BenchmarkId::new("liveline", n), |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                let mut left = iters as usize;
-                while left > 0 {
+                in_chunks(iters, |left| {
                     let batch = left.min(CHUNK);
                     for j in 0..batch {
                         fresh.push(wheel.insert(Tick(pool[(at + j) % POOL]), j as u32));
                     }
-                    let start = Instant::now();
-                    for key in fresh.drain(..) {
-                        black_box(wheel.cancel(key));
-                    }
-                    total += start.elapsed();
                     at += batch;
-                    left -= batch;
-                }
-                total
+                    let took = timed(|| {
+                        for key in fresh.drain(..) {
+                            black_box(wheel.cancel(key));
+                        }
+                    });
+                    (batch, took)
+                })
             });
         });
         drop(wheel);
@@ -383,22 +363,19 @@ fn cancel_recent(c: &mut Criterion, rt: &Runtime) {
         let mut fresh = Vec::with_capacity(CHUNK);
         g.bench_function(BenchmarkId::new("delay_queue", n), |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                let mut left = iters as usize;
-                while left > 0 {
+                in_chunks(iters, |left| {
                     let batch = left.min(CHUNK);
                     for j in 0..batch {
                         fresh.push(dq.insert(j as u32, ticks(pool[(at + j) % POOL])));
                     }
-                    let start = Instant::now();
-                    for key in fresh.drain(..) {
-                        black_box(dq.remove(&key));
-                    }
-                    total += start.elapsed();
                     at += batch;
-                    left -= batch;
-                }
-                total
+                    let took = timed(|| {
+                        for key in fresh.drain(..) {
+                            black_box(dq.remove(&key));
+                        }
+                    });
+                    (batch, took)
+                })
             });
         });
     }
@@ -471,19 +448,16 @@ fn touch(c: &mut Criterion, rt: &Runtime) {
         let mut generation = vec![0u32; n];
         g.bench_function(BenchmarkId::new("binary_heap", n), |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                let mut left = iters as usize;
-                while left > 0 {
+                in_chunks(iters, |left| {
                     let batch = left.min(CHUNK).min(n - at);
                     let deadline = black_box(now) + PERIOD;
-                    let start = Instant::now();
-                    for (i, g) in generation[at..at + batch].iter_mut().enumerate() {
-                        *g = g.wrapping_add(1);
-                        heap.push((Reverse(deadline), (at + i) as u32, *g));
-                    }
-                    total += start.elapsed();
+                    let took = timed(|| {
+                        for (i, g) in generation[at..at + batch].iter_mut().enumerate() {
+                            *g = g.wrapping_add(1);
+                            heap.push((Reverse(deadline), (at + i) as u32, *g));
+                        }
+                    });
                     at += batch;
-                    left -= batch;
                     if at == n {
                         at = 0;
                         now += 1;
@@ -491,8 +465,8 @@ fn touch(c: &mut Criterion, rt: &Runtime) {
                     if heap.len() >= 2 * n {
                         heap.clone_from(&base);
                     }
-                }
-                total
+                    (batch, took)
+                })
             });
         });
     }
