@@ -130,6 +130,11 @@ struct Sock {
     id: ConnId,
     stream: TcpStream,
     connecting: bool,
+    /// The kernel did not take all of the last write: the rest goes out on the writable
+    /// edge. Otherwise that edge (reported with nearly every readable one) is ignored, and
+    /// output waits for `drain`, which writes once per connection after the application
+    /// has answered.
+    blocked: bool,
     /// For accepted sockets: the peer's address, counted in the per-address limit.
     peer_ip: Option<IpAddr>,
 }
@@ -303,8 +308,13 @@ impl Reactor {
         if wake {
             self.run_commands();
         }
-        for (id, hup) in std::mem::take(&mut self.again) {
+        let mut again = std::mem::take(&mut self.again);
+        for (id, hup) in again.drain(..) {
             self.read(id, hup);
+        }
+        if self.again.is_empty() {
+            // Keep the list's memory for the next wake.
+            self.again = again;
         }
         if self.accept_paused_until.is_some_and(|resume| resume <= now) {
             self.accept_paused_until = None;
@@ -357,13 +367,15 @@ impl Reactor {
                     Io::Close { conn } => self.drop_socket(conn),
                 }
             }
-            while let Some(conn) = self.engine.poll_transmit() {
-                busy = true;
-                self.write(conn);
-            }
+            // Events first: what the application answers joins what the engine queued
+            // (a PONG, an ACK) in the same write.
             while let Some(event) = self.engine.poll_event() {
                 busy = true;
                 handler.on_event(&mut self.engine, event, self.now);
+            }
+            while let Some(conn) = self.engine.poll_transmit() {
+                busy = true;
+                self.write(conn);
             }
             if !busy {
                 break;
@@ -471,6 +483,7 @@ impl Reactor {
             id,
             stream,
             connecting,
+            blocked: false,
             peer_ip,
         });
         Ok(())
@@ -546,10 +559,11 @@ impl Reactor {
                 }
             }
         }
+        let blocked = sock.blocked;
         if readable {
             self.read(id, hup);
         }
-        if writable {
+        if writable && blocked {
             self.write(id);
         }
     }
@@ -601,9 +615,15 @@ impl Reactor {
         }
         loop {
             match sock.stream.write(out) {
-                Ok(n) => return self.engine.handle_sent(id, n, self.now),
+                Ok(n) => {
+                    sock.blocked = n < out.len();
+                    return self.engine.handle_sent(id, n, self.now);
+                }
                 // The rest goes out on the writable edge.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    sock.blocked = true;
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     debug!("{id}: write: {e}");

@@ -322,3 +322,51 @@ fn graceful_shutdown_sends_goaway_and_clients_move_at_once() {
     assert_eq!(pending.len(), ids.len());
     b.stop();
 }
+
+/// More output than the socket buffers hold, for a peer that reads only later: the raw
+/// echo server's writes hit `WouldBlock`, and the rest must go out on the writable edges
+/// as the peer catches up, every byte in order.
+#[test]
+fn output_held_up_by_a_late_reader_goes_out_on_the_writable_edge() {
+    let (addr_tx, addr_rx) = mpsc::channel();
+    let server = thread::spawn(move || {
+        // Room for all of it at the server: the point is the writable edge, not the cap.
+        let cfg = Config {
+            outbound_cap: 64 << 20,
+            ..Config::default()
+        };
+        let mut reactor = Reactor::new(cfg, 3).unwrap();
+        let raw = ListenConfig {
+            raw: true,
+            ..ListenConfig::default()
+        };
+        let addr = reactor.listen("127.0.0.1:0".parse().unwrap(), raw).unwrap();
+        addr_tx.send((addr, reactor.handle())).unwrap();
+        let mut echo = |engine: &mut Engine, event: Event, _: Instant| {
+            if let Event::Raw { conn, data } = event {
+                engine.send_raw(conn, &data).unwrap();
+            }
+        };
+        reactor.run(&mut echo).unwrap();
+    });
+    let (addr, handle) = addr_rx.recv().unwrap();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    // A bounded receive buffer; with the kernel's send buffer at most 4 MiB here
+    // (tcp_wmem), 8 MiB cannot all be in flight: the server's writes must block.
+    socket2::SockRef::from(&stream)
+        .set_recv_buffer_size(64 * 1024)
+        .unwrap();
+    stream.set_read_timeout(Some(LIMIT)).unwrap();
+    let sent: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let mut writer = stream.try_clone().unwrap();
+    let data = sent.clone();
+    let writing = thread::spawn(move || writer.write_all(&data).unwrap());
+    // Nothing is read until everything is written: the echo piles up at the server.
+    writing.join().unwrap();
+    let mut got = vec![0; sent.len()];
+    stream.read_exact(&mut got).unwrap();
+    assert!(got == sent, "the echo differs from what was sent");
+    drop(stream);
+    handle.shutdown().unwrap();
+    server.join().unwrap();
+}
