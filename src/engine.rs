@@ -390,8 +390,10 @@ impl Pool {
     fn give(&mut self, mut b: Box<Buffers>) {
         let cap = b.capacity();
         if self.free.len() < POOL_MAX && self.bytes + cap <= POOL_BYTES_MAX {
+            // A closed connection's pair may still hold a partial frame or unsent bytes.
             b.inbuf.clear();
             b.out.clear();
+            b.decoder = Decoder::default();
             self.bytes += cap;
             self.free.push(b);
         }
@@ -519,6 +521,8 @@ pub struct Engine {
     wheel: Wheel,
     server_idle: IdleConfig,
     client_idle: IdleConfig,
+    /// `cfg.record_linger` in ticks.
+    record_linger: u32,
     conns: Slab<Conn>,
     clients: Slab<Client>,
     records: Slab<Record>,
@@ -565,6 +569,7 @@ impl Engine {
             now,
             server_idle,
             client_idle,
+            record_linger: clock.ticks_for(cfg.record_linger),
             conns: Slab::new(),
             clients: Slab::new(),
             records: Slab::new(),
@@ -703,14 +708,7 @@ impl Engine {
     /// A listener accepted a socket. Returns its id, or the reason it must be closed at
     /// once (at the connection limit, or shutting down).
     pub fn handle_accept(&mut self, now: Instant) -> Result<ConnId, Reason> {
-        self.set_now(now);
-        if self.shutting_down {
-            return Err(Reason::new(Code::SHUTTING_DOWN, "server shutting down"));
-        }
-        if self.conns.len() >= self.cfg.max_connections {
-            warn!("accept refused: {} connections", self.conns.len());
-            return Err(Reason::new(Code::SERVER_FULL, "connection limit reached"));
-        }
+        self.admit(now)?;
         let deadline = self.after(self.cfg.handshake_timeout);
         let index = self.new_conn(
             ConnState::AwaitHello,
@@ -720,17 +718,24 @@ impl Engine {
         Ok(self.id_of(index))
     }
 
-    /// A listener in raw mode accepted a socket: its bytes are handed to the application
-    /// as [`Event::Raw`] and written with [`send_raw`](Self::send_raw), with no framing,
-    /// session or idle tracking (the outbound bounds still apply).
-    pub fn handle_accept_raw(&mut self, now: Instant) -> Result<ConnId, Reason> {
+    /// Whether an accepted socket may become a connection now.
+    fn admit(&mut self, now: Instant) -> Result<(), Reason> {
         self.set_now(now);
         if self.shutting_down {
             return Err(Reason::new(Code::SHUTTING_DOWN, "server shutting down"));
         }
         if self.conns.len() >= self.cfg.max_connections {
+            warn!("accept refused: {} connections", self.conns.len());
             return Err(Reason::new(Code::SERVER_FULL, "connection limit reached"));
         }
+        Ok(())
+    }
+
+    /// A listener in raw mode accepted a socket: its bytes are handed to the application
+    /// as [`Event::Raw`] and written with [`send_raw`](Self::send_raw), with no framing,
+    /// session or idle tracking (the outbound bounds still apply).
+    pub fn handle_accept_raw(&mut self, now: Instant) -> Result<ConnId, Reason> {
+        self.admit(now)?;
         let index = self.new_conn(ConnState::Active, Role::Raw, None);
         Ok(self.id_of(index))
     }
@@ -1060,7 +1065,7 @@ impl Engine {
             if self.records.len() > self.cfg.max_connections {
                 self.tick
             } else {
-                at.wrapping_add(self.clock.ticks_for(self.cfg.record_linger))
+                at.wrapping_add(self.record_linger)
             }
         });
         let next = match (wheel, records) {
@@ -1268,7 +1273,7 @@ impl Engine {
     /// Forgets records left longer than `record_linger` ago, and the oldest left ones
     /// beyond `max_connections` records.
     fn forget_records(&mut self) {
-        let linger = self.clock.ticks_for(self.cfg.record_linger);
+        let linger = self.record_linger;
         while let Some(&(r, stamp, at)) = self.left.front() {
             let current = self
                 .records
@@ -1664,10 +1669,10 @@ impl Engine {
 
     fn on_reject(&mut self, index: usize, ci: usize, reason: Reason) {
         match reason.code {
-            // Retrying cannot help: stop and tell the application.
+            // Retrying cannot help: stop (which ends this connection) and tell the
+            // application.
             Code::AUTH_FAILED | Code::INVALID_IDENTITY | Code::UNSUPPORTED_VERSION => {
-                self.finish(index, reason.clone(), Lost::Quiet);
-                self.stop_client(ci, reason);
+                self.stop_client(ci, reason)
             }
             _ => self.finish(index, reason, Lost::Failed),
         }
@@ -1675,7 +1680,6 @@ impl Engine {
 
     fn on_go_away(&mut self, index: usize, ci: usize, reason: Reason) {
         if reason.code == Code::REPLACED {
-            self.finish(index, reason.clone(), Lost::Quiet);
             self.stop_client(ci, reason);
         } else {
             self.finish(index, reason, Lost::Moved);
@@ -1775,6 +1779,9 @@ impl Engine {
         let conn = self.id_of(index);
         let mut c = self.conns.remove(index);
         c.idle.disarm(&mut self.wheel);
+        if let Some(b) = c.bufs.take() {
+            self.pool.give(b);
+        }
         self.io.push_back(Io::Close { conn });
     }
 
