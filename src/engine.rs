@@ -44,7 +44,7 @@
 //! ```
 
 use crate::backoff::Rng;
-use crate::codec::{DecodeError, Decoder, Encoder, FrameRef};
+use crate::codec::{DecodeError, Decoder, EncodeError, Encoder, FrameRef};
 use crate::config::{Config, DuplicateLogin};
 use crate::frame::{Code, Frame, Hello, Reason, Text, Welcome, PROTOCOL_VERSION};
 use crate::idle::{IdleConfig, IdleKind, IdleTracker};
@@ -1092,10 +1092,11 @@ impl Engine {
         if c.role != Role::Raw {
             return Err(SendError::NotActive);
         }
-        let index = conn.index as usize;
-        self.out_buf(index).extend_from_slice(bytes);
-        self.after_queue(index);
-        Ok(())
+        self.queue(conn.index as usize, |_, out| {
+            out.extend_from_slice(bytes);
+            Ok(())
+        })
+        .map_err(NotQueued::into_send_error)
     }
 
     /// Server side: sends a reliable message to the session's client. It is kept by the
@@ -1321,49 +1322,36 @@ impl Engine {
 
     /// The connection's send buffer, taking a buffer pair from the pool if it has none.
     /// The connection must exist.
-    fn out_buf(&mut self, index: usize) -> &mut BytesMut {
+    /// Appends what `write` puts in the connection's send buffer (taking a buffer pair from
+    /// the pool if it has none), then schedules the write and enforces the outbound bounds.
+    /// `Gone` if the connection was dropped, possibly by an earlier frame of the same read.
+    fn queue(
+        &mut self,
+        index: usize,
+        write: impl FnOnce(&Encoder, &mut BytesMut) -> Result<(), EncodeError>,
+    ) -> Result<(), NotQueued> {
         let pool = &mut self.pool;
-        let c = &mut self.conns[index];
-        &mut c.bufs.get_or_insert_with(|| pool.take()).out
-    }
-
-    fn queue_frame(&mut self, index: usize, frame: &Frame) {
-        // The connection may have been dropped by an earlier frame of the same call.
-        if !self.conns.contains(index) {
-            return;
-        }
-        let encoder = self.encoder;
-        if let Err(e) = encoder.encode(frame, self.out_buf(index)) {
-            warn!("c{index}: frame not sent: {e}");
-            return;
-        }
-        self.after_queue(index);
-    }
-
-    fn queue_data(&mut self, index: usize, payload: &[u8]) -> Result<(), SendError> {
-        if !self.conns.contains(index) {
-            return Err(SendError::Gone);
-        }
-        let encoder = self.encoder;
-        encoder
-            .encode_data(payload, self.out_buf(index))
-            .map_err(|_| SendError::TooLarge)?;
+        let c = self.conns.get_mut(index).ok_or(NotQueued::Gone)?;
+        let out = &mut c.bufs.get_or_insert_with(|| pool.take()).out;
+        write(&self.encoder, out).map_err(NotQueued::Encode)?;
         self.after_queue(index);
         Ok(())
     }
 
+    fn queue_frame(&mut self, index: usize, frame: &Frame) {
+        if let Err(NotQueued::Encode(e)) = self.queue(index, |enc, out| enc.encode(frame, out)) {
+            warn!("c{index}: frame not sent: {e}");
+        }
+    }
+
+    fn queue_data(&mut self, index: usize, payload: &[u8]) -> Result<(), SendError> {
+        self.queue(index, |enc, out| enc.encode_data(payload, out))
+            .map_err(NotQueued::into_send_error)
+    }
+
     fn queue_message(&mut self, index: usize, id: u64, payload: &[u8]) {
-        // The connection may have been dropped by an earlier frame of the same call.
-        if !self.conns.contains(index) {
-            return;
-        }
-        let encoder = self.encoder;
-        if encoder
-            .encode_message(id, payload, self.out_buf(index))
-            .is_ok()
-        {
-            self.after_queue(index);
-        }
+        // Messages are checked against the frame limit before they are taken (`fits`).
+        let _ = self.queue(index, |enc, out| enc.encode_message(id, payload, out));
     }
 
     /// Schedules the write and enforces the outbound bounds.
@@ -1989,6 +1977,21 @@ impl Engine {
             reason,
             retry_in,
         });
+    }
+}
+
+/// Why `Engine::queue` put nothing in a send buffer.
+enum NotQueued {
+    Gone,
+    Encode(EncodeError),
+}
+
+impl NotQueued {
+    fn into_send_error(self) -> SendError {
+        match self {
+            NotQueued::Gone => SendError::Gone,
+            NotQueued::Encode(_) => SendError::TooLarge,
+        }
     }
 }
 
