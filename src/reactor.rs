@@ -515,6 +515,15 @@ impl Reactor {
         self.fd_freed();
     }
 
+    /// The socket of `id` failed or ended: it is closed, and the engine told.
+    fn lost(&mut self, id: ConnId, loss: Loss) {
+        self.remove_socket(id.index());
+        match loss {
+            Loss::ConnectFailed => self.engine.handle_connect_failed(id, self.now),
+            Loss::Closed => self.engine.handle_closed(id, self.now),
+        }
+    }
+
     /// A descriptor was closed: if accepting is paused for lack of them, retry now.
     fn fd_freed(&mut self) {
         if self.accept_paused_until.is_some() {
@@ -541,8 +550,7 @@ impl Reactor {
                 Ok(None) => {}
                 Ok(Some(e)) | Err(e) => {
                     debug!("{id}: connect failed: {e}");
-                    self.remove_socket(index);
-                    return self.engine.handle_connect_failed(id, self.now);
+                    return self.lost(id, Loss::ConnectFailed);
                 }
             }
             match sock.stream.peer_addr() {
@@ -554,8 +562,7 @@ impl Reactor {
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
                 Err(e) => {
                     debug!("{id}: connect failed: {e}");
-                    self.remove_socket(index);
-                    return self.engine.handle_connect_failed(id, self.now);
+                    return self.lost(id, Loss::ConnectFailed);
                 }
             }
         }
@@ -581,8 +588,7 @@ impl Reactor {
             }
             match sock.stream.read(&mut self.scratch) {
                 Ok(0) => {
-                    self.remove_socket(id.index());
-                    return self.engine.handle_closed(id, self.now);
+                    return self.lost(id, Loss::Closed);
                 }
                 Ok(n) => {
                     self.engine.handle_read(id, &self.scratch[..n], self.now);
@@ -594,8 +600,7 @@ impl Reactor {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     debug!("{id}: read: {e}");
-                    self.remove_socket(id.index());
-                    return self.engine.handle_closed(id, self.now);
+                    return self.lost(id, Loss::Closed);
                 }
             }
         }
@@ -627,12 +632,19 @@ impl Reactor {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     debug!("{id}: write: {e}");
-                    self.remove_socket(id.index());
-                    return self.engine.handle_closed(id, self.now);
+                    return self.lost(id, Loss::Closed);
                 }
             }
         }
     }
+}
+
+/// How a socket was lost, for [`Reactor::lost`].
+enum Loss {
+    /// A connection attempt failed.
+    ConnectFailed,
+    /// An established connection ended or failed.
+    Closed,
 }
 
 fn is_fd_exhaustion(e: &io::Error) -> bool {
