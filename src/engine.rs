@@ -901,7 +901,8 @@ impl Engine {
     /// Handles one frame; whether the connection is still open for reading after it.
     fn handle_frame(&mut self, index: usize, conn: ConnId, frame: Frame) -> bool {
         self.on_frame(index, frame);
-        self.conn(conn).is_some_and(|c| c.state != ConnState::Closing)
+        self.conn(conn)
+            .is_some_and(|c| c.state != ConnState::Closing)
     }
 
     fn decode_failed(&mut self, index: usize, e: DecodeError) {
