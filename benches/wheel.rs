@@ -166,7 +166,9 @@ fn insert_with(
                     }
                 });
                 at += batch;
-                for key in fresh.drain(..) {
+                // Newest first: each is then its slot's head and goes straight back to the
+                // free list, as the records a poll recycles do in a running engine.
+                for key in fresh.drain(..).rev() {
                     wheel.cancel(key);
                 }
                 (batch, took)

@@ -425,10 +425,9 @@ impl IdleTracker {
         };
         match (target, self.key) {
             (Some(at), Some(key)) => {
-                if !wheel.reschedule(key, at) {
-                    // The key was vacant: the caller let it fire without on_timer.
-                    self.key = Some(wheel.insert(at, value));
-                }
+                // A key that is no longer live fired without on_timer being called.
+                let moved = wheel.reschedule(key, at);
+                self.key = Some(moved.unwrap_or_else(|| wheel.insert(at, value)));
             }
             (Some(at), None) => self.key = Some(wheel.insert(at, value)),
             (None, Some(_)) => self.disarm(wheel),

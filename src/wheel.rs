@@ -1,20 +1,39 @@
 //! A hashed timing wheel: O(1) insert, cancel and reschedule over integer [`Tick`]s.
 //!
 //! The wheel has a single level of `slots` lists (a power of two). An entry with deadline
-//! `d` lives in slot `d & (slots - 1)`; deadlines more than one rotation ahead share a slot
-//! with nearer ones and are simply left in place when the slot is visited early ("lazy
-//! rounds"). Entries sit in one `Vec` of 16-byte records linked into per-slot doubly linked
-//! lists by `u32` index, so inserting and cancelling touch a handful of words and never
-//! allocate once the vector has grown to the peak number of live timers. A bitmap with one
-//! bit per slot says which lists are non-empty: advancing over empty ticks costs one word
-//! test per 64 slots.
+//! `d` is linked into slot `d & (slots - 1)`; deadlines more than one rotation ahead share a
+//! slot with nearer ones and are simply left in place when the slot is visited early ("lazy
+//! rounds"). Entries sit in one `Vec` of 16-byte records, each slot's list singly linked
+//! through them by `u32` index, so inserting touches the new record and the slot head only,
+//! and nothing allocates once the vector has grown to the peak number of records. A bitmap
+//! with one bit per slot says which lists are non-empty: advancing over empty ticks costs
+//! one word test per 64 slots.
+//!
+//! # Lazy removal
+//!
+//! Without back links a record cannot leave the middle of its list in O(1), so removal is
+//! lazy, as in the lazy rounds above:
+//!
+//! - [`cancel`] marks the record dead (one store) and unlinks it at once only when it is
+//!   its slot's head, the usual case for a timer cancelled soon after it was set. A dead
+//!   record in the middle of a list is unlinked and recycled when [`poll`] visits its slot.
+//! - [`reschedule`] to a later deadline stores the new deadline and leaves the record where
+//!   it is; when [`poll`] visits the old slot, the record is not due and moves to the slot of
+//!   its new deadline. A move to an *earlier* deadline cannot wait for a visit that comes
+//!   too late, so it cancels the old record and inserts a new one, whose key may differ.
+//!
+//! Dead records thus linger for at most one rotation. The vector grows only when no free
+//! record is left, and before growing it reclaims every dead record once they make up a
+//! quarter of it: the wheel never holds more than about 4/3 of its peak number of live
+//! timers in records.
 //!
 //! # The cursor and the guarantees
 //!
 //! The wheel keeps a *cursor*: the first tick it has not yet processed. [`poll`] with a
 //! `now` processes the ticks from the cursor up to `now` and moves the cursor to `now + 1`.
 //! Every live entry's stored deadline is at or after the cursor, which is what keeps
-//! wrapping tick comparisons valid and lets an entry find its own slot from its deadline.
+//! wrapping tick comparisons valid, and every live entry is linked into a slot that the
+//! cursor reaches no later than its deadline.
 //!
 //! - **Stored deadline.** [`insert`] and [`reschedule`] store `deadline` unchanged, except
 //!   that a deadline before the cursor (in the past, or on a tick already processed) is
@@ -44,10 +63,10 @@
 //!   wrap rule of [`time`](crate::time).
 //! - Compute deadlines from a "now" that is close to the cursor (poll before inserting):
 //!   the [`MAX_DELAY`] clamp is measured from the cursor.
-//! - Forget a [`TimerKey`] once its entry has been returned by [`poll`] or removed by
-//!   [`cancel`]: the key is recycled by a later [`insert`], and cancelling a recycled key
-//!   would cancel someone else's timer. A key that is vacant (not yet recycled) is
-//!   harmless: [`cancel`] returns `None` and [`reschedule`] returns `false`.
+//! - Forget a [`TimerKey`] once its entry has been returned by [`poll`], removed by
+//!   [`cancel`] or replaced by [`reschedule`]: the key is recycled by a later [`insert`],
+//!   and cancelling a recycled key would cancel someone else's timer. A key that is not
+//!   live and not yet recycled is harmless: [`cancel`] and [`reschedule`] return `None`.
 //!
 //! [`poll`]: Wheel::poll
 //! [`insert`]: Wheel::insert
@@ -58,12 +77,10 @@ use std::num::NonZeroU32;
 
 use crate::time::{Tick, MAX_DELAY};
 
-/// End of a list; in `prev`, also "this entry is its slot's head".
+/// End of a list.
 const NIL: u32 = u32::MAX;
-/// In `prev`: the entry is on the free list, not in the wheel.
-const VACANT: u32 = u32::MAX - 1;
-/// Indices must stay below both sentinels.
-const MAX_ENTRIES: usize = VACANT as usize;
+/// Indices must stay below the sentinel.
+const MAX_ENTRIES: usize = NIL as usize;
 
 /// The default number of slots of [`Wheel::new`].
 pub const DEFAULT_SLOTS: usize = 4096;
@@ -72,9 +89,9 @@ pub const MAX_SLOTS: usize = 1 << 24;
 
 /// Names one timer in a [`Wheel`].
 ///
-/// Valid from [`Wheel::insert`] until the entry is returned by [`Wheel::poll`] or removed by
-/// [`Wheel::cancel`]; after that the wheel may hand the same key to a new timer. Small
-/// (4 bytes) and so is `Option<TimerKey>`.
+/// Valid from [`Wheel::insert`] until the entry is returned by [`Wheel::poll`], removed by
+/// [`Wheel::cancel`] or replaced by [`Wheel::reschedule`]; after that the wheel may hand the
+/// same key to a new timer. Small (4 bytes) and so is `Option<TimerKey>`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
 pub struct TimerKey(NonZeroU32);
 
@@ -91,17 +108,29 @@ impl TimerKey {
     }
 }
 
+/// What a record holds.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u32)]
+enum State {
+    /// On the free list, in no slot.
+    Vacant,
+    /// A timer, linked into a slot.
+    Live,
+    /// A cancelled or replaced timer, still linked into its slot until the slot is visited.
+    Dead,
+}
+
 /// One timer, or one free record. Kept at 16 bytes: four of them share a cache line.
 #[derive(Clone, Copy, Debug)]
 struct Entry {
-    /// The stored deadline; its low bits name the slot the entry is linked into.
+    /// The stored deadline. The record is linked into a slot that the cursor reaches at or
+    /// before it: its own slot, or, after a reschedule to later, the old deadline's slot.
     deadline: u32,
-    /// Next entry in the slot list, or next free record; `NIL` ends either list.
+    /// Next record in the slot list, or next free record; `NIL` ends either list.
     next: u32,
-    /// Previous entry in the slot list, `NIL` for the head, `VACANT` for a free record.
-    prev: u32,
     /// The caller's payload.
     value: u32,
+    state: State,
 }
 
 /// A single-level hashed timing wheel over wrapping `u32` ticks.
@@ -116,7 +145,10 @@ pub struct Wheel {
     mask: u32,
     cursor: u32,
     free: u32,
+    /// Live timers.
     len: u32,
+    /// Dead records still linked into a slot.
+    dead: u32,
 }
 
 impl Default for Wheel {
@@ -166,15 +198,15 @@ impl Wheel {
             cursor: start.0,
             free: NIL,
             len: 0,
+            dead: 0,
         }
     }
 
     /// Reserves room for `additional` more live timers than the wheel holds now, so that
     /// inserting them does not reallocate.
     pub fn reserve(&mut self, additional: usize) {
-        let free_records = self.entries.len() - self.len as usize;
-        self.entries
-            .reserve(additional.saturating_sub(free_records));
+        let unused = self.entries.len() - self.len as usize - self.dead as usize;
+        self.entries.reserve(additional.saturating_sub(unused));
     }
 
     /// The number of live timers.
@@ -189,7 +221,8 @@ impl Wheel {
         self.len == 0
     }
 
-    /// How many timers the wheel can hold before its entry vector has to grow.
+    /// How many records the entry vector has room for. Records that cancelled timers still
+    /// occupy count as free: they are reclaimed before the vector grows.
     #[must_use]
     pub fn capacity(&self) -> usize {
         self.entries.capacity()
@@ -214,94 +247,90 @@ impl Wheel {
     ///
     /// `deadline` is stored clamped to the range [cursor, cursor + [`MAX_DELAY`]]; see the
     /// [module documentation](self). Timers that need to wait longer must re-arm when they
-    /// fire. Allocates only when more timers are live than ever before.
+    /// fire. Allocates only when more records are needed than ever before.
     ///
     /// # Panics
     ///
     /// If about 4.29 billion timers are live at once (64 GiB of entries).
-    #[inline]
+    #[inline(always)]
     pub fn insert(&mut self, deadline: Tick, value: u32) -> TimerKey {
         let deadline = self.clamp(deadline);
-        let slot = (deadline & self.mask) as usize;
-        let head = self.heads[slot];
-        let entry = Entry {
-            deadline,
-            next: head,
-            prev: NIL,
-            value,
-        };
-        let index = if self.free != NIL {
-            let index = self.free;
-            let record = &mut self.entries[index as usize];
-            self.free = record.next;
-            *record = entry;
-            index
-        } else {
-            self.push_entry(entry)
-        };
-        self.link_front(slot, head, index);
+        let index = self.link(deadline, value);
         self.len += 1;
         TimerKey::from_index(index)
     }
 
-    /// Removes a live timer and returns its value; `None` if `key` is vacant.
+    /// Removes a live timer and returns its value; `None` if `key` is not live.
     ///
     /// `key` must not have been recycled by a later insert (see the
-    /// [module documentation](self)); a vacant key is harmless.
-    #[inline]
+    /// [module documentation](self)); a key that is merely no longer live is harmless.
+    #[inline(always)]
     pub fn cancel(&mut self, key: TimerKey) -> Option<u32> {
         let index = key.index();
-        let entry = match self.entries.get(index) {
-            Some(&entry) if entry.prev != VACANT => entry,
-            _ => return None,
-        };
-        self.unlink(index as u32, entry);
-        self.release(index as u32);
-        Some(entry.value)
-    }
-
-    /// Moves a live timer to a new deadline (clamped like [`insert`](Wheel::insert)'s);
-    /// `false` if `key` is vacant.
-    ///
-    /// Cheaper than cancel plus insert: the key and value stay, and a deadline in the same
-    /// slot does not relink anything.
-    #[inline]
-    pub fn reschedule(&mut self, key: TimerKey, deadline: Tick) -> bool {
-        let index = key.index();
-        let entry = match self.entries.get(index) {
-            Some(&entry) if entry.prev != VACANT => entry,
-            _ => return false,
-        };
-        let deadline = self.clamp(deadline);
-        if (deadline ^ entry.deadline) & self.mask == 0 {
-            self.entries[index].deadline = deadline;
-        } else {
-            self.unlink(index as u32, entry);
-            let slot = (deadline & self.mask) as usize;
-            let head = self.heads[slot];
-            let record = &mut self.entries[index];
-            record.deadline = deadline;
-            record.next = head;
-            record.prev = NIL;
-            self.link_front(slot, head, index as u32);
+        let entry = self.entries.get_mut(index)?;
+        if entry.state != State::Live {
+            return None;
         }
-        true
+        let Entry {
+            deadline,
+            next,
+            value,
+            ..
+        } = *entry;
+        self.len -= 1;
+        let slot = (deadline & self.mask) as usize;
+        if self.heads[slot] == index as u32 {
+            self.heads[slot] = next;
+            if next == NIL {
+                self.occupied[slot >> 6] &= !(1 << (slot & 63));
+            }
+            self.release(index as u32);
+        } else {
+            entry.state = State::Dead;
+            self.dead += 1;
+        }
+        Some(value)
     }
 
-    /// The stored deadline of a live timer; `None` if `key` is vacant.
+    /// Moves a live timer to a new deadline (clamped like [`insert`](Wheel::insert)'s) and
+    /// returns the key that names it from now on; `None` if `key` is not live.
+    ///
+    /// A deadline at or after the stored one keeps the key and costs one store. An earlier
+    /// one cancels the entry and inserts a new one, whose key may differ: use the returned
+    /// key from now on.
+    #[inline]
+    pub fn reschedule(&mut self, key: TimerKey, deadline: Tick) -> Option<TimerKey> {
+        let index = key.index();
+        let entry = self.entries.get(index)?;
+        if entry.state != State::Live {
+            return None;
+        }
+        let (old, value) = (entry.deadline, entry.value);
+        let deadline = self.clamp(deadline);
+        if Tick(deadline).is_at_or_after(Tick(old)) {
+            // The record's slot comes at or before the old deadline, so before the new one;
+            // the visit there moves it on.
+            self.entries[index].deadline = deadline;
+            return Some(key);
+        }
+        self.cancel(key);
+        Some(self.insert(Tick(deadline), value))
+    }
+
+    /// The stored deadline of a live timer; `None` if `key` is not live.
     #[must_use]
     pub fn deadline(&self, key: TimerKey) -> Option<Tick> {
         match self.entries.get(key.index()) {
-            Some(entry) if entry.prev != VACANT => Some(Tick(entry.deadline)),
+            Some(entry) if entry.state == State::Live => Some(Tick(entry.deadline)),
             _ => None,
         }
     }
 
-    /// The value of a live timer; `None` if `key` is vacant.
+    /// The value of a live timer; `None` if `key` is not live.
     #[must_use]
     pub fn value(&self, key: TimerKey) -> Option<u32> {
         match self.entries.get(key.index()) {
-            Some(entry) if entry.prev != VACANT => Some(entry.value),
+            Some(entry) if entry.state == State::Live => Some(entry.value),
             _ => None,
         }
     }
@@ -309,15 +338,15 @@ impl Wheel {
     /// Removes up to `max` timers whose deadline is `<= now`, pushes them to `out` as
     /// `(key, value)`, and returns how many it pushed.
     ///
-    /// The returned keys are vacant and will be recycled by later inserts. If fewer than
-    /// `max` were returned, no timer due at `now` is left and the cursor moves to
+    /// The returned keys are no longer live and will be recycled by later inserts. If fewer
+    /// than `max` were returned, no timer due at `now` is left and the cursor moves to
     /// `now + 1`; otherwise the cursor stays at the unfinished tick, and the next poll
     /// carries on from there. A `now` before the cursor returns nothing.
     ///
-    /// Work: one word test per 64 empty slots, plus one step per entry in each non-empty
-    /// slot passed (including entries due on a later rotation), over at most one rotation
-    /// however far `now` has jumped. Never allocates, except to grow `out` (reserve `max`
-    /// in it to avoid that).
+    /// Work: one word test per 64 empty slots, plus one step per record in each non-empty
+    /// slot passed (including entries due on a later rotation, and dead records, which are
+    /// recycled), over at most one rotation however far `now` has jumped. Never allocates,
+    /// except to grow `out` (reserve `max` in it to avoid that).
     #[inline]
     pub fn poll(&mut self, now: Tick, out: &mut Vec<(TimerKey, u32)>, max: usize) -> usize {
         let ahead = now.since(Tick(self.cursor));
@@ -344,11 +373,6 @@ impl Wheel {
         out: &mut Vec<(TimerKey, u32)>,
         max: usize,
     ) -> usize {
-        let done = now.0.wrapping_add(1);
-        if self.len == 0 {
-            self.cursor = done;
-            return 0;
-        }
         // Visiting one full rotation reaches every slot: beyond that, jumping ahead is free
         // because entries are compared with `now`, not with the tick being visited.
         let mut remaining = ahead.saturating_add(1).min(self.mask + 1);
@@ -357,37 +381,81 @@ impl Wheel {
         while let Some(skip) = self.scan(tick & self.mask, remaining) {
             tick = tick.wrapping_add(skip);
             remaining -= skip;
-            let mut index = self.heads[(tick & self.mask) as usize];
-            while index != NIL {
-                let entry = self.entries[index as usize];
-                if Tick(entry.deadline).is_at_or_before(now) {
-                    if fired == max {
-                        self.cursor = tick;
-                        return fired;
-                    }
-                    self.unlink(index, entry);
-                    self.release(index);
-                    out.push((TimerKey::from_index(index), entry.value));
-                    fired += 1;
-                }
-                index = entry.next;
+            if !self.visit((tick & self.mask) as usize, now, out, max, &mut fired) {
+                self.cursor = tick;
+                return fired;
             }
             tick = tick.wrapping_add(1);
             remaining -= 1;
         }
-        self.cursor = done;
+        self.cursor = now.0.wrapping_add(1);
         fired
     }
 
+    /// Walks one slot's list at `now`: fires what is due (while `fired` is below `max`),
+    /// recycles dead records and moves rescheduled ones on to their own slot. Returns
+    /// `false` if it stopped at the cap with a due timer left in the slot.
+    fn visit(
+        &mut self,
+        slot: usize,
+        now: Tick,
+        out: &mut Vec<(TimerKey, u32)>,
+        max: usize,
+        fired: &mut usize,
+    ) -> bool {
+        let mut prev = NIL;
+        let mut index = self.heads[slot];
+        while index != NIL {
+            let entry = self.entries[index as usize];
+            let stays = match entry.state {
+                State::Live if Tick(entry.deadline).is_at_or_before(now) => {
+                    if *fired == max {
+                        return false;
+                    }
+                    out.push((TimerKey::from_index(index), entry.value));
+                    *fired += 1;
+                    self.len -= 1;
+                    false
+                }
+                State::Live => (entry.deadline & self.mask) as usize == slot,
+                _ => {
+                    self.dead -= 1;
+                    false
+                }
+            };
+            if stays {
+                prev = index;
+            } else {
+                if prev == NIL {
+                    self.heads[slot] = entry.next;
+                } else {
+                    self.entries[prev as usize].next = entry.next;
+                }
+                if entry.state == State::Live && !Tick(entry.deadline).is_at_or_before(now) {
+                    let to = (entry.deadline & self.mask) as usize;
+                    self.entries[index as usize].next = self.heads[to];
+                    self.push_front(to, index);
+                } else {
+                    self.release(index);
+                }
+            }
+            index = entry.next;
+        }
+        if self.heads[slot] == NIL {
+            self.occupied[slot >> 6] &= !(1 << (slot & 63));
+        }
+        true
+    }
+
     /// The earliest tick at which [`poll`](Wheel::poll) may return something: the tick of
-    /// the first non-empty slot at or after the cursor. `None` if the wheel is empty.
+    /// the first non-empty slot at or after the cursor. `None` if no timer is live.
     ///
     /// It is a lower bound on every live timer's deadline, and equal to the earliest one
-    /// when all timers are less than one rotation past the cursor. Otherwise the slot found
-    /// may hold only timers for a later rotation: polling at the returned tick then returns
-    /// nothing and advances the cursor; ask again after that poll. A driver that sleeps until
-    /// this tick thus wakes early at most once per occupied slot per rotation. Costs up to
-    /// one word test per 64 slots.
+    /// when all timers are less than one rotation past the cursor and no cancelled or
+    /// postponed timer still waits in an earlier slot. Otherwise polling at the returned
+    /// tick may return nothing and advance the cursor; ask again after that poll. A driver
+    /// that sleeps until this tick thus wakes early at most once per occupied slot per
+    /// rotation. Costs up to one word test per 64 slots.
     #[must_use]
     pub fn next_deadline(&self) -> Option<Tick> {
         if self.len == 0 {
@@ -399,24 +467,85 @@ impl Wheel {
 
     /// Clamps a deadline into [cursor, cursor + MAX_DELAY], the range that keeps the slot
     /// invariant and the wrap rule.
-    #[inline]
+    #[inline(always)]
     fn clamp(&self, deadline: Tick) -> u32 {
-        let ahead = deadline.since(Tick(self.cursor));
-        if ahead < 0 {
-            self.cursor
-        } else if ahead as u32 > MAX_DELAY {
-            self.cursor.wrapping_add(MAX_DELAY)
-        } else {
+        // One unsigned test covers both sides: a deadline behind the cursor wraps to a
+        // distance far above MAX_DELAY.
+        if deadline.0.wrapping_sub(self.cursor) <= MAX_DELAY {
             deadline.0
+        } else {
+            self.clamp_outside(deadline)
         }
     }
 
-    /// Adds a record for `entry` when no free one is left. Out of line and cold: with the
-    /// allocation it may do kept out of `insert`, the common path needs no saved registers
-    /// and stays small enough to inline.
+    /// [`clamp`](Wheel::clamp) for a deadline outside the range.
+    #[cold]
+    fn clamp_outside(&self, deadline: Tick) -> u32 {
+        if deadline.is_before(Tick(self.cursor)) {
+            self.cursor
+        } else {
+            self.cursor.wrapping_add(MAX_DELAY)
+        }
+    }
+
+    /// Puts a live record for `value` at the front of `deadline`'s slot and returns its
+    /// index. Takes the most recently freed record, which is likely still in cache.
+    #[inline(always)]
+    fn link(&mut self, deadline: u32, value: u32) -> u32 {
+        let slot = (deadline & self.mask) as usize;
+        let head = self.heads[slot];
+        let entry = Entry {
+            deadline,
+            next: head,
+            value,
+            state: State::Live,
+        };
+        let index = match self.entries.get_mut(self.free as usize) {
+            Some(record) => {
+                let index = self.free;
+                self.free = record.next;
+                *record = entry;
+                index
+            }
+            None => self.push_entry(entry),
+        };
+        self.heads[slot] = index;
+        if head == NIL {
+            self.occupied[slot >> 6] |= 1 << (slot & 63);
+        }
+        index
+    }
+
+    /// Makes record `index`, which already points at the old head, the head of `slot`.
+    #[inline]
+    fn push_front(&mut self, slot: usize, index: u32) {
+        self.heads[slot] = index;
+        self.occupied[slot >> 6] |= 1 << (slot & 63);
+    }
+
+    /// Adds a record for `entry` when no free one is left, after reclaiming the dead ones
+    /// if they are a quarter of all records. Out of line and cold: with the work it may do
+    /// kept out of `insert`, the common path needs no saved registers and stays small
+    /// enough to inline.
     #[cold]
     #[inline(never)]
-    fn push_entry(&mut self, entry: Entry) -> u32 {
+    fn push_entry(&mut self, mut entry: Entry) -> u32 {
+        if self.dead > 0 && self.dead as usize * 4 >= self.entries.len() {
+            self.reclaim();
+            // Reclaiming may have unlinked the old head the entry points at, and emptied
+            // the slot, whose bit the caller only sets if the head it saw was NIL.
+            let slot = (entry.deadline & self.mask) as usize;
+            entry.next = self.heads[slot];
+            if entry.next == NIL {
+                self.occupied[slot >> 6] |= 1 << (slot & 63);
+            }
+            if let Some(record) = self.entries.get_mut(self.free as usize) {
+                let index = self.free;
+                self.free = record.next;
+                *record = entry;
+                return index;
+            }
+        }
         let index = self.entries.len();
         assert!(index < MAX_ENTRIES, "Wheel: too many live timers");
         crate::growth::room_in_vec(&mut self.entries);
@@ -424,42 +553,36 @@ impl Wheel {
         index as u32
     }
 
-    /// Completes putting record `index` at the front of `slot`, whose old head was `head`;
-    /// the record itself already points at `head`.
-    #[inline]
-    fn link_front(&mut self, slot: usize, head: u32, index: u32) {
-        if head == NIL {
-            self.occupied[slot >> 6] |= 1 << (slot & 63);
-        } else {
-            self.entries[head as usize].prev = index;
-        }
-        self.heads[slot] = index;
-    }
-
-    /// Takes live record `index`, whose current contents are `entry`, out of its slot's
-    /// list.
-    #[inline]
-    fn unlink(&mut self, index: u32, entry: Entry) {
-        let Entry {
-            deadline,
-            next,
-            prev,
-            ..
-        } = entry;
-        debug_assert_eq!(self.entries[index as usize].prev, prev);
-        if prev == NIL {
-            // Only a head has no predecessor; its deadline says which head it is.
-            let slot = (deadline & self.mask) as usize;
-            self.heads[slot] = next;
-            if next == NIL {
-                self.occupied[slot >> 6] &= !(1 << (slot & 63));
+    /// Unlinks and frees every dead record: one pass over the occupied slots.
+    fn reclaim(&mut self) {
+        for word in 0..self.occupied.len() {
+            let mut bits = self.occupied[word];
+            while bits != 0 {
+                let slot = word * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let mut prev = NIL;
+                let mut index = self.heads[slot];
+                while index != NIL {
+                    let entry = self.entries[index as usize];
+                    if entry.state == State::Dead {
+                        if prev == NIL {
+                            self.heads[slot] = entry.next;
+                        } else {
+                            self.entries[prev as usize].next = entry.next;
+                        }
+                        self.dead -= 1;
+                        self.release(index);
+                    } else {
+                        prev = index;
+                    }
+                    index = entry.next;
+                }
+                if self.heads[slot] == NIL {
+                    self.occupied[word] &= !(1 << (slot & 63));
+                }
             }
-        } else {
-            self.entries[prev as usize].next = next;
         }
-        if next != NIL {
-            self.entries[next as usize].prev = prev;
-        }
+        debug_assert_eq!(self.dead, 0);
     }
 
     /// Puts an unlinked record on the free list; the most recently freed is reused first,
@@ -467,10 +590,9 @@ impl Wheel {
     #[inline]
     fn release(&mut self, index: u32) {
         let entry = &mut self.entries[index as usize];
-        entry.prev = VACANT;
+        entry.state = State::Vacant;
         entry.next = self.free;
         self.free = index;
-        self.len -= 1;
     }
 
     /// The distance from slot `start` (going forward, wrapping) to the first non-empty slot,
@@ -494,6 +616,57 @@ impl Wheel {
             }
             pos = (pos + step) & self.mask;
         }
+    }
+}
+
+#[cfg(test)]
+impl Wheel {
+    /// Checks the structure: the bitmap says which lists are non-empty, the counts match
+    /// the records, every record is in exactly one list (a slot's or the free one), and
+    /// every live record waits in a slot the cursor reaches at or before its deadline.
+    fn check_invariants(&self) {
+        let mut seen = vec![false; self.entries.len()];
+        let (mut live, mut dead) = (0, 0);
+        for slot in 0..self.heads.len() {
+            let bit = self.occupied[slot >> 6] & (1 << (slot & 63)) != 0;
+            assert_eq!(bit, self.heads[slot] != NIL, "bitmap of slot {slot}");
+            // The first tick at or after the cursor that visits this slot.
+            let visit = self
+                .cursor
+                .wrapping_add((slot as u32).wrapping_sub(self.cursor) & self.mask);
+            let mut index = self.heads[slot];
+            while index != NIL {
+                assert!(
+                    !std::mem::replace(&mut seen[index as usize], true),
+                    "in two lists"
+                );
+                let entry = self.entries[index as usize];
+                match entry.state {
+                    State::Live => {
+                        live += 1;
+                        assert!(
+                            Tick(entry.deadline).is_at_or_after(Tick(visit)),
+                            "slot {slot} is visited at {visit}, after the deadline {}",
+                            entry.deadline
+                        );
+                    }
+                    State::Dead => dead += 1,
+                    State::Vacant => panic!("a free record in slot {slot}"),
+                }
+                index = entry.next;
+            }
+        }
+        let mut index = self.free;
+        while index != NIL {
+            assert!(
+                !std::mem::replace(&mut seen[index as usize], true),
+                "in two lists"
+            );
+            assert_eq!(self.entries[index as usize].state, State::Vacant);
+            index = self.entries[index as usize].next;
+        }
+        assert!(seen.iter().all(|&s| s), "a record in no list");
+        assert_eq!((live, dead), (self.len, self.dead));
     }
 }
 
@@ -565,7 +738,7 @@ mod tests {
         assert_eq!(wheel.len(), 3);
         assert_eq!(wheel.cancel(b), Some(2));
         assert_eq!(wheel.cancel(b), None);
-        assert!(!wheel.reschedule(b, Tick(7)));
+        assert_eq!(wheel.reschedule(b, Tick(7)), None);
         assert_eq!(wheel.deadline(b), None);
         assert_eq!(wheel.value(a), Some(1));
         assert_eq!(wheel.len(), 2);
@@ -600,11 +773,15 @@ mod tests {
         let a = wheel.insert(Tick(10), 1);
         let b = wheel.insert(Tick(10), 2);
         let c = wheel.insert(Tick(10), 3);
-        assert!(wheel.reschedule(a, Tick(4)));
-        assert!(wheel.reschedule(b, Tick(40)));
-        // Same slot, next rotation: no relink, new deadline.
-        assert!(wheel.reschedule(c, Tick(26)));
+        // Earlier: a new entry, whose key is the one to use from now on.
+        let a = wheel.reschedule(a, Tick(4)).unwrap();
+        assert_eq!(wheel.deadline(a), Some(Tick(4)));
+        // Later: the same key, one store; the record moves on when slot 10 is visited.
+        assert_eq!(wheel.reschedule(b, Tick(40)), Some(b));
+        // Same slot, next rotation: also later, also the same key.
+        assert_eq!(wheel.reschedule(c, Tick(26)), Some(c));
         assert_eq!(wheel.deadline(c), Some(Tick(26)));
+        assert_eq!(wheel.len(), 3);
         let mut fired = Vec::new();
         for now in 0..50 {
             for (_, v) in drain(&mut wheel, Tick(now)) {
@@ -619,7 +796,7 @@ mod tests {
         let mut wheel = Wheel::with_slots(16);
         let a = wheel.insert(Tick(50), 1);
         assert!(drain(&mut wheel, Tick(20)).is_empty());
-        assert!(wheel.reschedule(a, Tick(5)));
+        let a = wheel.reschedule(a, Tick(5)).unwrap();
         assert_eq!(wheel.deadline(a), Some(Tick(21)));
         assert_eq!(values(&drain(&mut wheel, Tick(21))), vec![1]);
     }
@@ -750,6 +927,38 @@ mod tests {
     }
 
     #[test]
+    fn churn_without_polling_stays_within_a_third_over_the_peak() {
+        const LIVE: usize = 300;
+        let mut wheel = Wheel::with_slots(16);
+        let mut keys: std::collections::VecDeque<(TimerKey, u32)> = (0..LIVE as u32)
+            .map(|i| (wheel.insert(Tick(5 + i % 40), i), i))
+            .collect();
+        // Cancel the oldest timer, which is never a slot head, and add a new one: without a
+        // poll, dead records can only be reclaimed by the vector's growth check.
+        let mut most_dead = 0;
+        for i in LIVE as u32..100_000 {
+            let (key, value) = keys.pop_front().unwrap();
+            assert_eq!(wheel.cancel(key), Some(value));
+            keys.push_back((wheel.insert(Tick(5 + i % 40), i), i));
+            assert!(
+                wheel.entries.len() <= LIVE * 4 / 3 + 1,
+                "{}",
+                wheel.entries.len()
+            );
+            most_dead = most_dead.max(wheel.dead);
+        }
+        wheel.check_invariants();
+        assert!(most_dead > 0, "the test did leave dead records behind");
+        let mut fired = drain(&mut wheel, Tick(100));
+        fired.sort_unstable_by_key(|&(_, v)| v);
+        let mut expected: Vec<(TimerKey, u32)> = keys.into_iter().collect();
+        expected.sort_unstable_by_key(|&(_, v)| v);
+        assert_eq!(fired, expected);
+        assert!(wheel.is_empty());
+        assert_eq!(wheel.dead, 0, "the poll recycled every dead record");
+    }
+
+    #[test]
     fn a_million_timers_fire_exactly_once_and_never_early() {
         const N: u32 = 1_000_000;
         const SPAN: u32 = 20_000;
@@ -821,6 +1030,9 @@ mod tests {
             let mut live: BTreeMap<u32, (Tick, u32, TimerKey)> = BTreeMap::new();
             let mut now = start.wrapping_sub(1);
             let mut out = Vec::new();
+            // Whether cancelled or postponed records may still wait in a slot, which makes
+            // next_deadline a lower bound only.
+            let mut lazy = false;
             for op in ops {
                 match op {
                     Op::Insert { ahead, value } => {
@@ -838,9 +1050,10 @@ mod tests {
                         let id = *live.keys().nth(pick % live.len()).unwrap();
                         let (_, value, key) = live.remove(&id).unwrap();
                         prop_assert_eq!(wheel.cancel(key), Some(value));
+                        lazy = true;
                         if matches!(op, Op::CancelTwice { .. }) {
                             prop_assert_eq!(wheel.cancel(key), None);
-                            prop_assert!(!wheel.reschedule(key, now));
+                            prop_assert!(wheel.reschedule(key, now).is_none());
                         }
                     }
                     Op::Reschedule { pick, ahead } => {
@@ -849,12 +1062,22 @@ mod tests {
                         let asked = now.wrapping_add(ahead as u32);
                         let cursor = wheel.cursor();
                         let stored = if asked.is_before(cursor) { cursor } else { asked };
-                        let entry = live.get_mut(&id).unwrap();
-                        prop_assert!(wheel.reschedule(entry.2, asked));
-                        entry.0 = stored;
-                        prop_assert_eq!(wheel.deadline(entry.2), Some(stored));
+                        let (old, value, key) = live.remove(&id).unwrap();
+                        let moved = wheel.reschedule(key, asked);
+                        prop_assert!(moved.is_some());
+                        let moved = moved.unwrap();
+                        if stored.is_at_or_after(old) {
+                            prop_assert_eq!(moved, key, "a later deadline keeps the key");
+                        } else if moved != key {
+                            prop_assert_eq!(wheel.deadline(key), None, "the old key lives on");
+                        }
+                        prop_assert_eq!(wheel.deadline(moved), Some(stored));
+                        prop_assert!(!live.contains_key(&moved.0.get()), "live key handed out twice");
+                        live.insert(moved.0.get(), (stored, value, moved));
+                        lazy = true;
                     }
                     Op::Poll { advance, max } => {
+                        let before = wheel.cursor();
                         now = now.wrapping_add(advance);
                         let due = live.values().filter(|e| e.0.is_at_or_before(now)).count();
                         out.clear();
@@ -870,9 +1093,14 @@ mod tests {
                         }
                         if n < max {
                             prop_assert_eq!(wheel.cursor(), now.wrapping_add(1));
+                            // A whole rotation visited: every slot was swept.
+                            if now.since(before) + 1 >= wheel.slots() as i32 {
+                                lazy = false;
+                            }
                         }
                     }
                 }
+                wheel.check_invariants();
                 prop_assert_eq!(wheel.len(), live.len());
                 let cursor = wheel.cursor();
                 for (deadline, _, key) in live.values() {
@@ -888,7 +1116,7 @@ mod tests {
                         }
                         // Exact when every timer is within one rotation.
                         let rotation = wheel.slots() as i32;
-                        if live.values().all(|e| e.0.since(cursor) < rotation) {
+                        if !lazy && live.values().all(|e| e.0.since(cursor) < rotation) {
                             let earliest = live
                                 .values()
                                 .map(|e| e.0)
