@@ -489,27 +489,23 @@ impl Wheel {
     }
 
     /// Puts a live record for `value` at the front of `deadline`'s slot and returns its
-    /// index. Takes the most recently freed record, which is likely still in cache.
+    /// index.
     #[inline(always)]
     fn link(&mut self, deadline: u32, value: u32) -> u32 {
+        let index = self.take_record();
+        // Read after taking the record: a reclaim on the way may have changed the slot.
         let slot = (deadline & self.mask) as usize;
-        let head = self.heads[slot];
-        let entry = Entry {
+        // Slices held in locals: stores through one need not reload the other's pointer
+        // and length from the wheel.
+        let heads = &mut *self.heads;
+        let head = heads[slot];
+        self.entries[index as usize] = Entry {
             deadline,
             next: head,
             value,
             state: State::Live,
         };
-        let index = match self.entries.get_mut(self.free as usize) {
-            Some(record) => {
-                let index = self.free;
-                self.free = record.next;
-                *record = entry;
-                index
-            }
-            None => self.push_entry(entry),
-        };
-        self.heads[slot] = index;
+        heads[slot] = index;
         if head == NIL {
             self.occupied[slot >> 6] |= 1 << (slot & 63);
         }
@@ -523,33 +519,43 @@ impl Wheel {
         self.occupied[slot >> 6] |= 1 << (slot & 63);
     }
 
-    /// Adds a record for `entry` when no free one is left, after reclaiming the dead ones
-    /// if they are a quarter of all records. Out of line and cold: with the work it may do
-    /// kept out of `insert`, the common path needs no saved registers and stays small
-    /// enough to inline.
-    #[cold]
-    #[inline(never)]
-    fn push_entry(&mut self, mut entry: Entry) -> u32 {
-        if self.dead > 0 && self.dead as usize * 4 >= self.entries.len() {
-            self.reclaim();
-            // Reclaiming may have unlinked the old head the entry points at, and emptied
-            // the slot, whose bit the caller only sets if the head it saw was NIL.
-            let slot = (entry.deadline & self.mask) as usize;
-            entry.next = self.heads[slot];
-            if entry.next == NIL {
-                self.occupied[slot >> 6] |= 1 << (slot & 63);
-            }
-            if let Some(record) = self.entries.get_mut(self.free as usize) {
+    /// An unused record for the caller to fill: the most recently freed one, which is likely
+    /// still in cache.
+    #[inline(always)]
+    fn take_record(&mut self) -> u32 {
+        match self.entries.get(self.free as usize) {
+            Some(record) => {
                 let index = self.free;
                 self.free = record.next;
-                *record = entry;
-                return index;
+                index
             }
+            None => self.grow(),
+        }
+    }
+
+    /// [`take_record`](Wheel::take_record) when no free record is left: reclaims the dead
+    /// records if they are a quarter of all records, and adds one otherwise. Out of line and
+    /// cold, so that the common path stays small enough to inline and needs no saved
+    /// registers.
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self) -> u32 {
+        if self.dead > 0 && self.dead as usize * 4 >= self.entries.len() {
+            self.reclaim();
+            // At least one dead record was freed.
+            let index = self.free;
+            self.free = self.entries[index as usize].next;
+            return index;
         }
         let index = self.entries.len();
         assert!(index < MAX_ENTRIES, "Wheel: too many live timers");
         crate::growth::room_in_vec(&mut self.entries);
-        self.entries.push(entry);
+        self.entries.push(Entry {
+            deadline: 0,
+            next: NIL,
+            value: 0,
+            state: State::Vacant,
+        });
         index as u32
     }
 
