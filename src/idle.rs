@@ -14,17 +14,25 @@
 //! - [`IdleKind::Write`]: nothing written for the write period (time to send a ping).
 //! - [`IdleKind::All`]: neither read nor written for the all period.
 //!
-//! While a connection stays idle, the event repeats once per period. An event is *first*
-//! if there was activity of its kind since the previous event of that kind, or if it is the
-//! kind's first event at all.
+//! While a connection stays idle, the event repeats once per period: events of a kind fall
+//! on the whole periods after its last activity, so an event that comes late (the driver
+//! was busy) does not push the next one back. An event is *first* if there was activity of
+//! its kind since the previous event of that kind, or if it is the kind's first event at
+//! all.
 //!
 //! The periods live in an [`IdleConfig`] shared by all connections of an engine and passed
-//! into each call, so that a tracker stays small (24 bytes).
+//! into each call, and a tracker remembers one tick for all its events rather than one per
+//! kind, so that it stays at 16 bytes.
 
 use std::time::Duration;
 
 use crate::time::{Clock, Tick, MAX_DELAY};
 use crate::wheel::{TimerKey, Wheel};
+
+/// The longest idle period, in ticks (2^28, about 3.1 days at 1 ms per tick). A quarter of
+/// the staleness horizon below, so that pulling ancient ticks up to it never changes
+/// whether an event was already reported.
+pub const MAX_PERIOD: u32 = 1 << 28;
 
 /// Activity older than this is pulled up to it, so that stored ticks never drift out of
 /// the wrap rule's range; any period has long expired by then anyway.
@@ -129,7 +137,7 @@ impl ExactSizeIterator for IdleEvents {}
 /// The idle periods, in ticks, shared by every connection of an engine.
 ///
 /// A kind whose period is `None` (or zero) is disabled and never fires. Periods are capped
-/// at [`MAX_DELAY`].
+/// at [`MAX_PERIOD`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
 pub struct IdleConfig {
     periods: [Option<u32>; 3],
@@ -142,7 +150,7 @@ impl IdleConfig {
     /// Periods given in ticks: an event fires when `now - last activity >= period`.
     #[must_use]
     pub fn from_ticks(read: Option<u32>, write: Option<u32>, all: Option<u32>) -> IdleConfig {
-        let norm = |p: Option<u32>| p.filter(|&p| p > 0).map(|p| p.min(MAX_DELAY));
+        let norm = |p: Option<u32>| p.filter(|&p| p > 0).map(|p| p.min(MAX_PERIOD));
         IdleConfig {
             periods: [norm(read), norm(write), norm(all)],
         }
@@ -194,8 +202,8 @@ impl IdleConfig {
     }
 }
 
-/// The idle state of one connection: when it last read and wrote, when each kind last
-/// fired, and its one wheel entry.
+/// The idle state of one connection: when it last read and wrote, when it last checked for
+/// idleness, and its one wheel entry.
 ///
 /// # Call-order contract
 ///
@@ -222,18 +230,19 @@ impl IdleConfig {
 /// deadlines still pending (or `None`) to `on_timer`.
 ///
 /// Ticks passed in must never go backwards. [`arm`](IdleTracker::arm) or
-/// [`on_timer`](IdleTracker::on_timer) must run at least once every 2^30 ticks, which keeps
+/// [`on_timer`](IdleTracker::on_timer) must run at least once every 2^28 ticks, which keeps
 /// the stored ticks within the wrap rule; an armed tracker with any kind enabled fires at
-/// least that often by itself. A tracker left unarmed for longer should be replaced with a
-/// fresh [`new`](IdleTracker::new) one.
+/// least that often by itself when the wheel is polled on time. A tracker left unarmed for
+/// longer should be replaced with a fresh [`new`](IdleTracker::new) one.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct IdleTracker {
     last_read: Tick,
     last_write: Tick,
-    /// The tick of each kind's last event, or of the tracker's creation before the first
-    /// one. Either way, activity at or after it is "activity since the last event", and
-    /// a period after it is the earliest the next event may come.
-    fired_at: [Tick; 3],
+    /// The tick of the last check ([`on_timer`](IdleTracker::on_timer)), or of creation
+    /// before the first. Every event due at or before it has been reported, which is all a
+    /// tracker needs to know of its past events: a kind has had an event since its last
+    /// activity exactly when a whole period after that activity is at or before this tick.
+    checked: Tick,
     key: Option<TimerKey>,
 }
 
@@ -245,7 +254,7 @@ impl IdleTracker {
         IdleTracker {
             last_read: now,
             last_write: now,
-            fired_at: [now; 3],
+            checked: now,
             key: None,
         }
     }
@@ -299,7 +308,7 @@ impl IdleTracker {
         let mut next = None;
         for kind in IdleKind::EVERY {
             if let Some(period) = cfg.period(kind) {
-                let due = self.due(kind, self.last_activity(kind), period);
+                let due = self.due(self.last_activity(kind), period);
                 next = Some(earliest(next, due));
             }
         }
@@ -333,10 +342,11 @@ impl IdleTracker {
     /// Handles the firing of the tracker's wheel entry `fired`, which [`Wheel::poll`] has
     /// just returned (and so removed) at `now`.
     ///
-    /// Returns an event for each enabled kind that has been idle for its period; the next
-    /// event of such a kind is due one period later unless activity intervenes. Then inserts
-    /// the one entry again at the earliest of the idle deadlines and `extra`. A key that is
-    /// not this tracker's current one (a stale firing) is ignored: no events, no change.
+    /// Returns an event for each enabled kind that has been idle for a whole number of its
+    /// periods since the last check; the next event of such a kind is due at the next whole
+    /// period after its last activity unless activity intervenes. Then inserts the one entry
+    /// again at the earliest of the idle deadlines and `extra`. A key that is not this
+    /// tracker's current one (a stale firing) is ignored: no events, no change.
     pub fn on_timer(
         &mut self,
         cfg: &IdleConfig,
@@ -350,55 +360,24 @@ impl IdleTracker {
             return IdleEvents::NONE;
         }
         self.normalize(now);
+        let checked = std::mem::replace(&mut self.checked, now);
         let mut events = IdleEvents::NONE;
         let mut next = extra;
         // One pass decides the events and the next deadline; spelled out per kind so that
         // disabled kinds cost one test each.
         let all = self.last_read.latest(self.last_write);
-        self.check(
-            IdleKind::Read,
-            cfg,
-            self.last_read,
-            now,
-            &mut events,
-            &mut next,
-        );
-        self.check(
-            IdleKind::Write,
-            cfg,
-            self.last_write,
-            now,
-            &mut events,
-            &mut next,
-        );
-        self.check(IdleKind::All, cfg, all, now, &mut events, &mut next);
+        let mut check = |kind: IdleKind, last: Tick| {
+            if let Some(period) = cfg.period(kind) {
+                let due = check(kind, period, last, checked, now, &mut events);
+                next = Some(earliest(next, due));
+            }
+        };
+        check(IdleKind::Read, self.last_read);
+        check(IdleKind::Write, self.last_write);
+        check(IdleKind::All, all);
         // The wheel already removed the fired entry, so this is a fresh insert, not a move.
         self.key = next.map(|at| wheel.insert(at, value));
         events
-    }
-
-    /// Decides whether `kind`, last active at `last`, is idle at `now`: records the event,
-    /// and folds the kind's next deadline into `next`.
-    #[inline(always)]
-    fn check(
-        &mut self,
-        kind: IdleKind,
-        cfg: &IdleConfig,
-        last: Tick,
-        now: Tick,
-        events: &mut IdleEvents,
-        next: &mut Option<Tick>,
-    ) {
-        let Some(period) = cfg.period(kind) else {
-            return;
-        };
-        let mut due = self.due(kind, last, period);
-        if due.is_at_or_before(now) {
-            events.push(kind, last.is_at_or_after(self.fired_at[kind as usize]));
-            self.fired_at[kind as usize] = now;
-            due = now.wrapping_add(period);
-        }
-        *next = Some(earliest(*next, due));
     }
 
     #[inline]
@@ -410,12 +389,11 @@ impl IdleTracker {
         }
     }
 
-    /// When `kind` is next due: a period after its last activity, or after its last event
-    /// if that was later (so idle events repeat once per period).
+    /// When a kind last active at `last` is next due: the first whole period after `last`
+    /// that comes after the last check.
     #[inline]
-    fn due(&self, kind: IdleKind, last: Tick, period: u32) -> Tick {
-        last.latest(self.fired_at[kind as usize])
-            .wrapping_add(period)
+    fn due(&self, last: Tick, period: u32) -> Tick {
+        next_after(last, period, self.checked)
     }
 
     fn schedule(&mut self, cfg: &IdleConfig, wheel: &mut Wheel, value: u32, extra: Option<Tick>) {
@@ -435,8 +413,13 @@ impl IdleTracker {
         }
     }
 
-    /// Pulls ancient ticks up to `now - STALE`, so that comparisons with them stay valid;
-    /// every period has expired at that distance, so no decision changes.
+    /// Pulls ancient ticks up to `now - STALE`, so that comparisons with them stay valid.
+    ///
+    /// Every period has expired at that distance, so no event is lost. Whether a kind has
+    /// had its event since its activity stays the same too: that holds when the last check
+    /// came at least a period after the activity, and a tracker that is checked at least
+    /// every 2^28 ticks (see the call-order contract) has a last check more than
+    /// [`MAX_PERIOD`] after the pulled-up tick. Only the phase of the repeats moves.
     fn normalize(&mut self, now: Tick) {
         let floor = now.wrapping_sub(STALE);
         let pull = |t: &mut Tick| {
@@ -446,8 +429,42 @@ impl IdleTracker {
         };
         pull(&mut self.last_read);
         pull(&mut self.last_write);
-        self.fired_at.iter_mut().for_each(pull);
+        pull(&mut self.checked);
     }
+}
+
+/// The first tick after `after` that lies a whole number (at least one) of `period`s after
+/// `last`.
+#[inline]
+fn next_after(last: Tick, period: u32, after: Tick) -> Tick {
+    let since = after.since(last);
+    if since < period as i32 {
+        // The usual case, and the only one while a kind is not idle: no division.
+        last.wrapping_add(period)
+    } else {
+        last.wrapping_add((since as u32 / period + 1) * period)
+    }
+}
+
+/// Decides whether `kind`, last active at `last`, with the previous check at `checked`,
+/// has an event due at `now`: pushes it to `events`, and returns the kind's next deadline.
+#[inline(always)]
+fn check(
+    kind: IdleKind,
+    period: u32,
+    last: Tick,
+    checked: Tick,
+    now: Tick,
+    events: &mut IdleEvents,
+) -> Tick {
+    let due = next_after(last, period, checked);
+    if due.is_after(now) {
+        return due;
+    }
+    // Whether an event already came between the activity and the previous check.
+    let repeat = checked.since(last) >= period as i32;
+    events.push(kind, !repeat);
+    next_after(last, period, now)
 }
 
 #[inline]
@@ -548,7 +565,7 @@ mod tests {
 
     #[test]
     fn tracker_is_small() {
-        assert_eq!(std::mem::size_of::<IdleTracker>(), 24);
+        assert_eq!(std::mem::size_of::<IdleTracker>(), 16);
         assert!(std::mem::size_of::<IdleConfig>() <= 24);
         assert_eq!(std::mem::size_of::<IdleEvents>(), 1);
     }
@@ -784,9 +801,42 @@ mod tests {
     }
 
     #[test]
+    fn late_checks_keep_the_repeats_on_the_period_grid() {
+        let cfg = read_only(10);
+        let mut wheel = Wheel::with_slots(16);
+        let mut conn = IdleTracker::new(Tick(0));
+        conn.arm(&cfg, &mut wheel, Tick(0), VALUE, None);
+        let mut out = Vec::new();
+        let mut check_at = |now: u32, conn: &mut IdleTracker| {
+            out.clear();
+            wheel.poll(Tick(now), &mut out, usize::MAX);
+            let mut got = Vec::new();
+            for &(key, v) in &out {
+                let events = conn.on_timer(&cfg, &mut wheel, key, Tick(now), v, None);
+                got.extend(events.map(|e| (e.kind, e.first)));
+            }
+            got
+        };
+        // Due at 10, checked 3 ticks late: the event comes then, and the next one is due
+        // at 20, not 23.
+        assert_eq!(check_at(13, &mut conn), vec![(IdleKind::Read, true)]);
+        assert_eq!(conn.next_deadline(&cfg), Some(Tick(20)));
+        assert!(check_at(19, &mut conn).is_empty());
+        assert_eq!(check_at(20, &mut conn), vec![(IdleKind::Read, false)]);
+        // A check that comes several periods late reports the kind once, still a repeat.
+        assert_eq!(check_at(57, &mut conn), vec![(IdleKind::Read, false)]);
+        assert_eq!(conn.next_deadline(&cfg), Some(Tick(60)));
+        // Activity starts a new grid, and its first event is first again, however late.
+        conn.record_read(Tick(58));
+        assert!(check_at(60, &mut conn).is_empty());
+        assert_eq!(check_at(95, &mut conn), vec![(IdleKind::Read, true)]);
+        assert_eq!(conn.next_deadline(&cfg), Some(Tick(98)));
+    }
+
+    #[test]
     fn long_silence_is_normalized() {
         // Only writes are watched; reads stay silent for longer than the wrap range.
-        let cfg = IdleConfig::from_ticks(Some(MAX_DELAY), None, Some(MAX_DELAY));
+        let cfg = IdleConfig::from_ticks(Some(MAX_PERIOD), None, Some(MAX_PERIOD));
         let mut wheel = Wheel::new();
         let mut conn = IdleTracker::new(Tick(0));
         conn.arm(&cfg, &mut wheel, Tick(0), VALUE, None);
@@ -806,7 +856,7 @@ mod tests {
         }
         assert_eq!(fired, 3);
         assert!(conn.last_read().is_before(now));
-        assert_eq!(conn.next_deadline(&cfg), Some(now.wrapping_add(MAX_DELAY)));
+        assert_eq!(conn.next_deadline(&cfg), Some(now.wrapping_add(MAX_PERIOD)));
     }
 
     #[test]
@@ -825,7 +875,7 @@ mod tests {
         assert!(!cfg.is_disabled());
         assert_eq!(
             IdleConfig::from_ticks(Some(0), Some(u32::MAX), None),
-            IdleConfig::from_ticks(None, Some(MAX_DELAY), None)
+            IdleConfig::from_ticks(None, Some(MAX_PERIOD), None)
         );
     }
 
