@@ -559,36 +559,29 @@ impl Wheel {
         index as u32
     }
 
-    /// Unlinks and frees every dead record: one pass over the occupied slots.
+    /// Frees every dead record by rebuilding all lists in one sequential pass over the
+    /// records, rather than by walking the slot lists, whose records lie anywhere in memory.
+    /// A live record goes back to the slot of its own deadline, which the cursor reaches at
+    /// or before that deadline.
     fn reclaim(&mut self) {
-        for word in 0..self.occupied.len() {
-            let mut bits = self.occupied[word];
-            while bits != 0 {
-                let slot = word * 64 + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                let mut prev = NIL;
-                let mut index = self.heads[slot];
-                while index != NIL {
-                    let entry = self.entries[index as usize];
-                    if entry.state == State::Dead {
-                        if prev == NIL {
-                            self.heads[slot] = entry.next;
-                        } else {
-                            self.entries[prev as usize].next = entry.next;
-                        }
-                        self.dead -= 1;
-                        self.release(index);
-                    } else {
-                        prev = index;
-                    }
-                    index = entry.next;
-                }
-                if self.heads[slot] == NIL {
-                    self.occupied[word] &= !(1 << (slot & 63));
-                }
+        self.heads.fill(NIL);
+        self.occupied.fill(0);
+        self.free = NIL;
+        // Backwards, so that the free list hands out low indices first.
+        for index in (0..self.entries.len()).rev() {
+            let entry = &mut self.entries[index];
+            if entry.state == State::Live {
+                let slot = (entry.deadline & self.mask) as usize;
+                entry.next = self.heads[slot];
+                self.heads[slot] = index as u32;
+                self.occupied[slot >> 6] |= 1 << (slot & 63);
+            } else {
+                entry.state = State::Vacant;
+                entry.next = self.free;
+                self.free = index as u32;
             }
         }
-        debug_assert_eq!(self.dead, 0);
+        self.dead = 0;
     }
 
     /// Puts an unlinked record on the free list; the most recently freed is reused first,
