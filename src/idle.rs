@@ -308,7 +308,7 @@ impl IdleTracker {
         let mut next = None;
         for kind in IdleKind::EVERY {
             if let Some(period) = cfg.period(kind) {
-                let due = self.due(self.last_activity(kind), period);
+                let due = next_after(self.last_activity(kind), period, self.checked);
                 next = Some(earliest(next, due));
             }
         }
@@ -387,13 +387,6 @@ impl IdleTracker {
             IdleKind::Write => self.last_write,
             IdleKind::All => self.last_read.latest(self.last_write),
         }
-    }
-
-    /// When a kind last active at `last` is next due: the first whole period after `last`
-    /// that comes after the last check.
-    #[inline]
-    fn due(&self, last: Tick, period: u32) -> Tick {
-        next_after(last, period, self.checked)
     }
 
     fn schedule(&mut self, cfg: &IdleConfig, wheel: &mut Wheel, value: u32, extra: Option<Tick>) {

@@ -282,7 +282,7 @@ impl Wheel {
         if self.heads[slot] == index as u32 {
             self.heads[slot] = next;
             if next == NIL {
-                self.occupied[slot >> 6] &= !(1 << (slot & 63));
+                self.unmark(slot);
             }
             self.release(index as u32);
         } else {
@@ -407,7 +407,9 @@ impl Wheel {
         let mut index = self.heads[slot];
         while index != NIL {
             let entry = self.entries[index as usize];
-            let stays = match entry.state {
+            // Where a record that leaves this list goes: on to its own slot, or (`None`) back
+            // to the free list.
+            let moves_to = match entry.state {
                 State::Live if Tick(entry.deadline).is_at_or_before(now) => {
                     if *fired == max {
                         return false;
@@ -415,34 +417,36 @@ impl Wheel {
                     out.push((TimerKey::from_index(index), entry.value));
                     *fired += 1;
                     self.len -= 1;
-                    false
+                    None
                 }
-                State::Live => (entry.deadline & self.mask) as usize == slot,
+                State::Live => {
+                    let own = (entry.deadline & self.mask) as usize;
+                    if own == slot {
+                        // Due on a later rotation: it stays.
+                        prev = index;
+                        index = entry.next;
+                        continue;
+                    }
+                    Some(own)
+                }
                 _ => {
                     self.dead -= 1;
-                    false
+                    None
                 }
             };
-            if stays {
-                prev = index;
+            if prev == NIL {
+                self.heads[slot] = entry.next;
             } else {
-                if prev == NIL {
-                    self.heads[slot] = entry.next;
-                } else {
-                    self.entries[prev as usize].next = entry.next;
-                }
-                if entry.state == State::Live && !Tick(entry.deadline).is_at_or_before(now) {
-                    let to = (entry.deadline & self.mask) as usize;
-                    self.entries[index as usize].next = self.heads[to];
-                    self.push_front(to, index);
-                } else {
-                    self.release(index);
-                }
+                self.entries[prev as usize].next = entry.next;
+            }
+            match moves_to {
+                Some(to) => self.push_front(to, index),
+                None => self.release(index),
             }
             index = entry.next;
         }
         if self.heads[slot] == NIL {
-            self.occupied[slot >> 6] &= !(1 << (slot & 63));
+            self.unmark(slot);
         }
         true
     }
@@ -507,16 +511,29 @@ impl Wheel {
         };
         heads[slot] = index;
         if head == NIL {
-            self.occupied[slot >> 6] |= 1 << (slot & 63);
+            self.mark(slot);
         }
         index
     }
 
-    /// Makes record `index`, which already points at the old head, the head of `slot`.
+    /// Puts the unlinked record `index` at the front of `slot`'s list.
     #[inline]
     fn push_front(&mut self, slot: usize, index: u32) {
+        self.entries[index as usize].next = self.heads[slot];
         self.heads[slot] = index;
+        self.mark(slot);
+    }
+
+    /// Sets the bit that says `slot`'s list is not empty.
+    #[inline(always)]
+    fn mark(&mut self, slot: usize) {
         self.occupied[slot >> 6] |= 1 << (slot & 63);
+    }
+
+    /// Clears the bit of `slot`, whose list has become empty.
+    #[inline(always)]
+    fn unmark(&mut self, slot: usize) {
+        self.occupied[slot >> 6] &= !(1 << (slot & 63));
     }
 
     /// An unused record for the caller to fill: the most recently freed one, which is likely
@@ -572,9 +589,7 @@ impl Wheel {
             let entry = &mut self.entries[index];
             if entry.state == State::Live {
                 let slot = (entry.deadline & self.mask) as usize;
-                entry.next = self.heads[slot];
-                self.heads[slot] = index as u32;
-                self.occupied[slot >> 6] |= 1 << (slot & 63);
+                self.push_front(slot, index as u32);
             } else {
                 entry.state = State::Vacant;
                 entry.next = self.free;
