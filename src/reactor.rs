@@ -130,10 +130,10 @@ struct Sock {
     id: ConnId,
     stream: TcpStream,
     connecting: bool,
-    /// The kernel did not take all of the last write: the rest goes out on the writable
-    /// edge. Otherwise that edge (reported with nearly every readable one) is ignored, and
-    /// output waits for `drain`, which writes once per connection after the application
-    /// has answered.
+    /// The last write hit a full send buffer (`WouldBlock`): nothing is written until the
+    /// writable edge, which that error guarantees. Otherwise that edge (reported with
+    /// nearly every readable one) is ignored, and output waits for `drain`, which writes
+    /// once per connection after the application has answered.
     blocked: bool,
     /// For accepted sockets: the peer's address, counted in the per-address limit.
     peer_ip: Option<IpAddr>,
@@ -566,11 +566,11 @@ impl Reactor {
                 }
             }
         }
-        let blocked = sock.blocked;
+        let blocked = writable && std::mem::take(&mut sock.blocked);
         if readable {
             self.read(id, hup);
         }
-        if writable && blocked {
+        if blocked {
             self.write(id);
         }
     }
@@ -611,18 +611,25 @@ impl Reactor {
         let Some(Some(sock)) = self.sockets.get_mut(id.index()) else {
             return;
         };
-        if sock.id != id || sock.connecting {
-            return;
-        }
-        let out = self.engine.outbound(id);
-        if out.is_empty() {
+        // A blocked socket would only say `WouldBlock` again, a system call per frame
+        // queued to a peer that does not read.
+        if sock.id != id || sock.connecting || sock.blocked {
             return;
         }
         loop {
+            let out = self.engine.outbound(id);
+            if out.is_empty() {
+                return;
+            }
+            let len = out.len();
             match sock.stream.write(out) {
                 Ok(n) => {
-                    sock.blocked = n < out.len();
-                    return self.engine.handle_sent(id, n, self.now);
+                    self.engine.handle_sent(id, n, self.now);
+                    if n == len {
+                        return;
+                    }
+                    // Cut short: write the rest until the kernel says `WouldBlock`, the
+                    // answer after which a writable edge is sure to come.
                 }
                 // The rest goes out on the writable edge.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
