@@ -158,14 +158,10 @@ impl Direct {
             }
         }
         if shuffled {
-            // Fisher-Yates with SplitMix64: the same order every run.
-            let mut x = 0x5eed_u64;
+            // Fisher-Yates from a fixed seed: the same order every run.
+            let mut rng = liveline::backoff::Rng::new(0x5eed);
             for i in (1..connects.len()).rev() {
-                x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                let mut z = x;
-                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-                connects.swap(i, ((z ^ (z >> 31)) % (i as u64 + 1)) as usize);
+                connects.swap(i, rng.up_to(i as u64) as usize);
             }
         }
         for conn in connects {

@@ -108,16 +108,22 @@ pub enum FrameRef<'a> {
 impl FrameRef<'_> {
     /// The owned equivalent (copies a borrowed payload).
     pub fn to_frame(&self) -> Frame {
+        self.clone().into_frame(Bytes::copy_from_slice)
+    }
+
+    /// The owned equivalent, with each borrowed payload turned into `Bytes` by `own`: a
+    /// copy, or a slice of a buffer the caller reuses.
+    pub fn into_frame(self, mut own: impl FnMut(&[u8]) -> Bytes) -> Frame {
         match self {
-            FrameRef::Ping(v) => Frame::Ping(*v),
-            FrameRef::Pong(v) => Frame::Pong(*v),
-            FrameRef::Ack(v) => Frame::Ack(*v),
-            FrameRef::Data(p) => Frame::Data(Bytes::copy_from_slice(p)),
+            FrameRef::Ping(v) => Frame::Ping(v),
+            FrameRef::Pong(v) => Frame::Pong(v),
+            FrameRef::Ack(v) => Frame::Ack(v),
+            FrameRef::Data(p) => Frame::Data(own(p)),
             FrameRef::Message { id, payload } => Frame::Message {
-                id: *id,
-                payload: Bytes::copy_from_slice(payload),
+                id,
+                payload: own(payload),
             },
-            FrameRef::Control(f) => f.clone(),
+            FrameRef::Control(f) => f,
         }
     }
 }

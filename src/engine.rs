@@ -44,7 +44,7 @@
 //! ```
 
 use crate::backoff::Rng;
-use crate::codec::{DecodeError, Decoder, EncodeError, Encoder, FrameRef};
+use crate::codec::{DecodeError, Decoder, EncodeError, Encoder};
 use crate::config::{Config, DuplicateLogin};
 use crate::frame::{Code, Frame, Hello, Reason, Text, Welcome, PROTOCOL_VERSION};
 use crate::idle::{IdleConfig, IdleKind, IdleTracker};
@@ -861,7 +861,7 @@ impl Engine {
             match self.rx_decoder.decode_slice(&bytes[used..]) {
                 Ok(Some((frame, n))) => {
                     used += n;
-                    let frame = self.own(frame);
+                    let frame = frame.into_frame(|p| self.payload(p));
                     if !self.handle_frame(index, conn, frame) {
                         return None;
                     }
@@ -913,23 +913,9 @@ impl Engine {
         self.fail_with_error(index, reason);
     }
 
-    /// The owned frame for a borrowed one. Payloads are copied into the shared receive
-    /// buffer and split off it: they point into memory that is used again once the
-    /// application drops them, so steady traffic allocates (almost) nothing.
-    fn own(&mut self, frame: FrameRef<'_>) -> Frame {
-        match frame {
-            FrameRef::Ping(v) => Frame::Ping(v),
-            FrameRef::Pong(v) => Frame::Pong(v),
-            FrameRef::Ack(v) => Frame::Ack(v),
-            FrameRef::Data(p) => Frame::Data(self.payload(p)),
-            FrameRef::Message { id, payload } => Frame::Message {
-                id,
-                payload: self.payload(payload),
-            },
-            FrameRef::Control(f) => f,
-        }
-    }
-
+    /// A payload as owned bytes: copied into the shared receive buffer and split off it,
+    /// so that it points into memory used again once the application drops it, and steady
+    /// traffic allocates (almost) nothing.
     fn payload(&mut self, p: &[u8]) -> Bytes {
         self.fill_rx(p);
         self.rx.split().freeze()
@@ -1062,13 +1048,7 @@ impl Engine {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let wheel = self.wheel.next_deadline();
         // Session records left behind are forgotten by `handle_timeout` too.
-        let records = self.left.front().map(|&(_, _, at)| {
-            if self.records.len() > self.cfg.max_connections {
-                self.tick
-            } else {
-                at.wrapping_add(self.record_linger)
-            }
-        });
+        let records = self.left.front().map(|&(_, _, at)| self.forget_at(at));
         let next = match (wheel, records) {
             (Some(a), Some(b)) => Some(a.earliest(b)),
             (a, b) => a.or(b),
@@ -1275,14 +1255,12 @@ impl Engine {
     /// Forgets records left longer than `record_linger` ago, and the oldest left ones
     /// beyond `max_connections` records.
     fn forget_records(&mut self) {
-        let linger = self.record_linger;
         while let Some(&(r, stamp, at)) = self.left.front() {
             let current = self
                 .records
                 .get(r as usize)
                 .is_some_and(|rec| rec.left_stamp == stamp);
-            let expired = self.tick.since(at) >= linger as i32
-                || self.records.len() > self.cfg.max_connections;
+            let expired = self.forget_at(at).is_at_or_before(self.tick);
             if current && !expired {
                 break;
             }
@@ -1295,6 +1273,16 @@ impl Engine {
                 }
                 debug!("forgot the session record of {}", rec.identity);
             }
+        }
+    }
+
+    /// When a record whose client left at `at` is to be forgotten: after the linger, or at
+    /// once while records outnumber the connection limit.
+    fn forget_at(&self, at: Tick) -> Tick {
+        if self.records.len() > self.cfg.max_connections {
+            self.tick
+        } else {
+            at.wrapping_add(self.record_linger)
         }
     }
 
@@ -1321,8 +1309,6 @@ impl Engine {
         }
     }
 
-    /// The connection's send buffer, taking a buffer pair from the pool if it has none.
-    /// The connection must exist.
     /// Appends what `write` puts in the connection's send buffer (taking a buffer pair from
     /// the pool if it has none), then schedules the write and enforces the outbound bounds.
     /// `Gone` if the connection was dropped, possibly by an earlier frame of the same read.

@@ -249,15 +249,10 @@ impl Clock {
         if ahead <= 0 {
             return Duration::ZERO;
         }
-        let ahead = u64::from(ahead.unsigned_abs());
         let into_tick = ns % self.tick_ns;
-        match ahead.checked_mul(self.tick_ns) {
-            Some(n) => Duration::from_nanos(n - into_tick),
-            // Only with ticks of over four seconds.
-            None => duration_from_nanos(
-                u128::from(ahead) * u128::from(self.tick_ns) - u128::from(into_tick),
-            ),
-        }
+        duration_from_nanos(
+            u128::from(ahead.unsigned_abs()) * u128::from(self.tick_ns) - u128::from(into_tick),
+        )
     }
 }
 
