@@ -436,7 +436,7 @@ impl Sim {
         match target.map(|t| (t, self.nodes[t].touched().handle_accept(self.now))) {
             Some((t, Ok(conn))) => {
                 self.accepts.push((self.now, t));
-                let link = self.new_link(Link {
+                let link = self.links.insert(Link {
                     ends: [End::Raw { raw }, End::Engine { node: t, conn }],
                     used: [0, 0],
                     last_arrival: [self.now_us; 2],
@@ -574,10 +574,6 @@ impl Sim {
         self.pump();
     }
 
-    fn new_link(&mut self, link: Link) -> usize {
-        self.links.insert(link)
-    }
-
     /// Keeps a delivered write's buffer for the next one, within `SPARE_BYTES_MAX`.
     fn recycle(&mut self, mut bytes: BytesMut) {
         if self.spare_bytes + bytes.capacity() <= SPARE_BYTES_MAX {
@@ -629,12 +625,10 @@ impl Sim {
     /// uncollected output (writes the window holds back stay in `blocked`).
     fn pump(&mut self) {
         loop {
-            let mut visited = false;
             for i in 0..self.nodes.len() {
                 if !self.nodes[i].dirty || !self.nodes[i].alive {
                     continue;
                 }
-                visited = true;
                 // Writing (`handle_sent`) may queue more output: drain until nothing is left.
                 loop {
                     let mut moved = false;
@@ -663,8 +657,9 @@ impl Sim {
                     self.transmit(node, conn);
                 }
             }
-            // A blocked write that went out (`handle_sent`) makes its node dirty again.
-            if !visited && !self.nodes.iter().any(|n| n.dirty && n.alive) {
+            // What a node's output did to another node (an accept, say) or a blocked write
+            // that went out (`handle_sent`) leaves that node dirty: go round again.
+            if !self.nodes.iter().any(|n| n.dirty && n.alive) {
                 break;
             }
         }
@@ -815,7 +810,7 @@ impl Sim {
                         .handle_connect_failed(conn, self.now);
                 };
                 self.accepts.push((self.now, to));
-                let link = self.new_link(Link {
+                let link = self.links.insert(Link {
                     ends: [
                         End::Engine { node: from, conn },
                         End::Engine {
