@@ -384,6 +384,80 @@ fn cancel_recent(c: &mut Criterion, rt: &Runtime) {
     g.finish();
 }
 
+/// Connections close and others open in their place, with nothing polled: each operation
+/// cancels a random live timer and inserts a new one, and all of it is timed. So the
+/// deferred cost of a cancel is inside the figure: the wheel's dead records are recycled by
+/// its reclaim passes, and the heap's stale entries by a compaction (`retain`) whenever
+/// they are as many as the live ones, as a long-running lazy heap must do.
+fn churn(c: &mut Criterion, rt: &Runtime) {
+    let _rt = rt.enter();
+    let mut g = c.benchmark_group("churn");
+    micro(&mut g);
+    g.throughput(Throughput::Elements(1));
+    for n in SIZES {
+        let mut rng = Rng(n as u64 + 9);
+        let pool = rng.deadlines();
+        // Which connection each operation replaces.
+        let picks: Vec<u32> = (0..POOL).map(|_| rng.below(n as u32)).collect();
+        let mut at = 0;
+        // The connection and the new deadline of the next operation.
+        let mut next = {
+            let (picks, pool) = (&picks, &pool);
+            move || {
+                at += 1;
+                (picks[at % POOL] as usize, pool[(at * 7) % POOL])
+            }
+        };
+
+        let (mut wheel, mut keys) = wheel_with(n, &pool);
+        g.bench_function(BenchmarkId::new("liveline", n), |b| {
+            b.iter_custom(|iters| {
+                timed(|| {
+                    for _ in 0..iters {
+                        let (i, deadline) = next();
+                        black_box(wheel.cancel(keys[i]));
+                        keys[i] = wheel.insert(Tick(deadline), i as u32);
+                    }
+                })
+            });
+        });
+        drop(wheel);
+
+        let (mut dq, mut keys) = queue_with(n, &pool);
+        g.bench_function(BenchmarkId::new("delay_queue", n), |b| {
+            b.iter_custom(|iters| {
+                timed(|| {
+                    for _ in 0..iters {
+                        let (i, deadline) = next();
+                        black_box(dq.remove(&keys[i]));
+                        keys[i] = dq.insert(i as u32, ticks(deadline));
+                    }
+                })
+            });
+        });
+        drop(dq);
+
+        let mut heap = heap_with(n, &pool);
+        let mut generation = vec![0u32; n];
+        g.bench_function(BenchmarkId::new("binary_heap", n), |b| {
+            b.iter_custom(|iters| {
+                timed(|| {
+                    for _ in 0..iters {
+                        let (i, deadline) = next();
+                        let current = &mut generation[i];
+                        *current = current.wrapping_add(1);
+                        heap.push((Reverse(deadline), i as u32, *current));
+                        if heap.len() >= 2 * n {
+                            heap.retain(|&(_, i, stamp)| generation[i as usize] == stamp);
+                        }
+                    }
+                })
+            });
+        });
+    }
+    g.finish();
+}
+
 /// Record activity on connections in turn, as the reactor does after each read.
 fn touch(c: &mut Criterion, rt: &Runtime) {
     let _rt = rt.enter();
@@ -860,6 +934,7 @@ fn benches(c: &mut Criterion) {
     insert(c, &rt);
     cancel(c, &rt);
     cancel_recent(c, &rt);
+    churn(c, &rt);
     poll_nothing_due(c, &rt);
     fire_reinsert(c, &rt);
     idle_workload(c, &rt);
