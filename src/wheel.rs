@@ -581,21 +581,30 @@ impl Wheel {
     /// A live record goes back to the slot of its own deadline, which the cursor reaches at
     /// or before that deadline.
     fn reclaim(&mut self) {
-        self.heads.fill(NIL);
-        self.occupied.fill(0);
-        self.free = NIL;
+        // The pass is what dead records cost when no poll visits their slots, so it links
+        // through locals rather than `push_front`, and fills in the bitmap once at the end.
+        let heads = &mut *self.heads;
+        heads.fill(NIL);
+        let mask = self.mask;
+        let mut free = NIL;
         // Backwards, so that the free list hands out low indices first.
-        for index in (0..self.entries.len()).rev() {
-            let entry = &mut self.entries[index];
-            if entry.state == State::Live {
-                let slot = (entry.deadline & self.mask) as usize;
-                self.push_front(slot, index as u32);
+        for (index, entry) in self.entries.iter_mut().enumerate().rev() {
+            let link = if entry.state == State::Live {
+                let head = &mut heads[(entry.deadline & mask) as usize];
+                std::mem::replace(head, index as u32)
             } else {
                 entry.state = State::Vacant;
-                entry.next = self.free;
-                self.free = index as u32;
-            }
+                std::mem::replace(&mut free, index as u32)
+            };
+            entry.next = link;
         }
+        for (word, heads) in self.occupied.iter_mut().zip(heads.chunks(64)) {
+            *word = heads
+                .iter()
+                .enumerate()
+                .fold(0, |bits, (bit, &head)| bits | u64::from(head != NIL) << bit);
+        }
+        self.free = free;
         self.dead = 0;
     }
 
