@@ -232,6 +232,26 @@ fn in_chunks(iters: u64, mut chunk: impl FnMut(usize) -> (usize, Duration)) -> D
     total
 }
 
+/// Polls `tick` until nothing due is left, in calls capped at `CAP` as an engine caps
+/// them, and hands each fired timer to `fire`.
+fn fire_tick(
+    wheel: &mut Wheel,
+    tick: Tick,
+    out: &mut Vec<(TimerKey, u32)>,
+    mut fire: impl FnMut(&mut Wheel, TimerKey, u32),
+) {
+    loop {
+        out.clear();
+        let fired = wheel.poll(tick, out, CAP);
+        for &(key, value) in out.iter() {
+            fire(wheel, key, value);
+        }
+        if fired < CAP {
+            break;
+        }
+    }
+}
+
 /// How long `f` takes.
 fn timed(f: impl FnOnce()) -> Duration {
     let start = Instant::now();
@@ -668,18 +688,10 @@ fn fire_reinsert(c: &mut Criterion, rt: &Runtime) {
                         let start = Instant::now();
                         for _ in 0..HALF {
                             let tick = Tick(now);
-                            loop {
-                                out.clear();
-                                let fired = wheel.poll(tick, &mut out, CAP);
-                                for &(key, i) in &out {
-                                    let conn = &mut conns[i as usize];
-                                    events +=
-                                        conn.on_timer(&cfg, &mut wheel, key, tick, i, None).len();
-                                }
-                                if fired < CAP {
-                                    break;
-                                }
-                            }
+                            fire_tick(&mut wheel, tick, &mut out, |wheel, key, i| {
+                                let conn = &mut conns[i as usize];
+                                events += conn.on_timer(&cfg, wheel, key, tick, i, None).len();
+                            });
                             now += 1;
                         }
                         total += start.elapsed();
@@ -706,16 +718,9 @@ fn fire_reinsert(c: &mut Criterion, rt: &Runtime) {
                 for _ in 0..iters {
                     for _ in 0..HALF {
                         let tick = Tick(now);
-                        loop {
-                            out.clear();
-                            let fired = wheel.poll(tick, &mut out, CAP);
-                            for &(_, i) in &out {
-                                wheel.insert(tick.wrapping_add(HALF), i);
-                            }
-                            if fired < CAP {
-                                break;
-                            }
-                        }
+                        fire_tick(&mut wheel, tick, &mut out, |wheel, _, i| {
+                            wheel.insert(tick.wrapping_add(HALF), i);
+                        });
                         now += 1;
                     }
                     assert_eq!(wheel.len(), n);
@@ -877,17 +882,10 @@ fn idle_layout(
             for i in touched(*now) {
                 conns[i].record_read(tick);
             }
-            loop {
-                out.clear();
-                let fired = wheel.poll(tick, &mut out, CAP);
-                for &(key, i) in &out {
-                    let conn = &mut conns[i as usize];
-                    events += conn.on_timer(&cfg, wheel, key, tick, i, None).len();
-                }
-                if fired < CAP {
-                    break;
-                }
-            }
+            fire_tick(wheel, tick, &mut out, |wheel, key, i| {
+                let conn = &mut conns[i as usize];
+                events += conn.on_timer(&cfg, wheel, key, tick, i, None).len();
+            });
             *now += 1;
         }
         assert_eq!(events, 0, "no connection is idle");
