@@ -300,17 +300,16 @@ impl Wheel {
     /// key from now on.
     #[inline]
     pub fn reschedule(&mut self, key: TimerKey, deadline: Tick) -> Option<TimerKey> {
-        let index = key.index();
-        let entry = self.entries.get(index)?;
-        if entry.state != State::Live {
-            return None;
-        }
-        let (old, value) = (entry.deadline, entry.value);
+        let &Entry {
+            deadline: old,
+            value,
+            ..
+        } = self.live(key)?;
         let deadline = self.clamp(deadline);
         if Tick(deadline).is_at_or_after(Tick(old)) {
             // The record's slot comes at or before the old deadline, so before the new one;
             // the visit there moves it on.
-            self.entries[index].deadline = deadline;
+            self.entries[key.index()].deadline = deadline;
             return Some(key);
         }
         self.cancel(key);
@@ -320,19 +319,21 @@ impl Wheel {
     /// The stored deadline of a live timer; `None` if `key` is not live.
     #[must_use]
     pub fn deadline(&self, key: TimerKey) -> Option<Tick> {
-        match self.entries.get(key.index()) {
-            Some(entry) if entry.state == State::Live => Some(Tick(entry.deadline)),
-            _ => None,
-        }
+        self.live(key).map(|entry| Tick(entry.deadline))
     }
 
     /// The value of a live timer; `None` if `key` is not live.
     #[must_use]
     pub fn value(&self, key: TimerKey) -> Option<u32> {
-        match self.entries.get(key.index()) {
-            Some(entry) if entry.state == State::Live => Some(entry.value),
-            _ => None,
-        }
+        self.live(key).map(|entry| entry.value)
+    }
+
+    /// The record of a live timer.
+    #[inline(always)]
+    fn live(&self, key: TimerKey) -> Option<&Entry> {
+        self.entries
+            .get(key.index())
+            .filter(|entry| entry.state == State::Live)
     }
 
     /// Removes up to `max` timers whose deadline is `<= now`, pushes them to `out` as
@@ -356,8 +357,7 @@ impl Wheel {
         if ahead == 0 {
             // A driver that polls every tick mostly lands here: one bit says the slot is
             // empty, without a call into the general path.
-            let slot = self.cursor & self.mask;
-            if self.occupied[(slot >> 6) as usize] & (1 << (slot & 63)) == 0 {
+            if !self.is_marked((self.cursor & self.mask) as usize) {
                 self.cursor = self.cursor.wrapping_add(1);
                 return 0;
             }
@@ -530,6 +530,12 @@ impl Wheel {
         self.occupied[slot >> 6] |= 1 << (slot & 63);
     }
 
+    /// Whether the bit of `slot` says its list is not empty.
+    #[inline(always)]
+    fn is_marked(&self, slot: usize) -> bool {
+        self.occupied[slot >> 6] & (1 << (slot & 63)) != 0
+    }
+
     /// Clears the bit of `slot`, whose list has become empty.
     #[inline(always)]
     fn unmark(&mut self, slot: usize) {
@@ -651,8 +657,11 @@ impl Wheel {
         let mut seen = vec![false; self.entries.len()];
         let (mut live, mut dead) = (0, 0);
         for slot in 0..self.heads.len() {
-            let bit = self.occupied[slot >> 6] & (1 << (slot & 63)) != 0;
-            assert_eq!(bit, self.heads[slot] != NIL, "bitmap of slot {slot}");
+            assert_eq!(
+                self.is_marked(slot),
+                self.heads[slot] != NIL,
+                "bitmap of slot {slot}"
+            );
             // The first tick at or after the cursor that visits this slot.
             let visit = self
                 .cursor
