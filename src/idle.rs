@@ -363,18 +363,14 @@ impl IdleTracker {
         let checked = std::mem::replace(&mut self.checked, now);
         let mut events = IdleEvents::NONE;
         let mut next = extra;
-        // One pass decides the events and the next deadline; spelled out per kind so that
-        // disabled kinds cost one test each.
-        let all = self.last_read.latest(self.last_write);
-        let mut check = |kind: IdleKind, last: Tick| {
+        // One pass decides the events and the next deadline; a disabled kind costs one test.
+        for kind in IdleKind::EVERY {
             if let Some(period) = cfg.period(kind) {
+                let last = self.last_activity(kind);
                 let due = check(kind, period, last, checked, now, &mut events);
                 next = Some(earliest(next, due));
             }
-        };
-        check(IdleKind::Read, self.last_read);
-        check(IdleKind::Write, self.last_write);
-        check(IdleKind::All, all);
+        }
         // The wheel already removed the fired entry, so this is a fresh insert, not a move.
         self.key = next.map(|at| wheel.insert(at, value));
         events
