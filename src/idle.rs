@@ -347,6 +347,7 @@ impl IdleTracker {
     /// period after its last activity unless activity intervenes. Then inserts the one entry
     /// again at the earliest of the idle deadlines and `extra`. A key that is not this
     /// tracker's current one (a stale firing) is ignored: no events, no change.
+    #[inline]
     pub fn on_timer(
         &mut self,
         cfg: &IdleConfig,

@@ -403,52 +403,75 @@ impl Wheel {
         max: usize,
         fired: &mut usize,
     ) -> bool {
-        let mut prev = NIL;
-        let mut index = self.heads[slot];
+        // The walk is the fire path: fields in locals, so that stores through one slice need
+        // not reload the others, and counts written back once.
+        let Wheel {
+            entries,
+            heads,
+            occupied,
+            mask,
+            free,
+            len,
+            dead,
+            ..
+        } = self;
+        let entries = &mut entries[..];
+        let mask = *mask;
+        let (mut free_list, mut live, mut dead_left) = (*free, *len, *dead);
+        // Records due on a later rotation stay, relinked in their order behind `kept_tail`;
+        // the slot head is written once at the end rather than for every record that leaves.
+        let (mut kept_head, mut kept_tail) = (NIL, NIL);
+        let mut index = heads[slot];
+        let mut finished = true;
         while index != NIL {
-            let entry = self.entries[index as usize];
-            // Where a record that leaves this list goes: on to its own slot, or (`None`) back
-            // to the free list.
-            let moves_to = match entry.state {
+            let entry = entries[index as usize];
+            match entry.state {
                 State::Live if Tick(entry.deadline).is_at_or_before(now) => {
                     if *fired == max {
-                        return false;
+                        finished = false;
+                        break;
                     }
                     out.push((TimerKey::from_index(index), entry.value));
                     *fired += 1;
-                    self.len -= 1;
-                    None
+                    live -= 1;
                 }
                 State::Live => {
-                    let own = (entry.deadline & self.mask) as usize;
+                    let own = (entry.deadline & mask) as usize;
                     if own == slot {
-                        // Due on a later rotation: it stays.
-                        prev = index;
-                        index = entry.next;
-                        continue;
+                        match entries.get_mut(kept_tail as usize) {
+                            Some(tail) => tail.next = index,
+                            None => kept_head = index,
+                        }
+                        kept_tail = index;
+                    } else {
+                        entries[index as usize].next = std::mem::replace(&mut heads[own], index);
+                        set_bit(occupied, own);
                     }
-                    Some(own)
+                    index = entry.next;
+                    continue;
                 }
-                _ => {
-                    self.dead -= 1;
-                    None
-                }
-            };
-            if prev == NIL {
-                self.heads[slot] = entry.next;
-            } else {
-                self.entries[prev as usize].next = entry.next;
+                _ => dead_left -= 1,
             }
-            match moves_to {
-                Some(to) => self.push_front(to, index),
-                None => self.release(index),
-            }
+            // Fired or dead: back to the free list.
+            let record = &mut entries[index as usize];
+            record.state = State::Vacant;
+            record.next = std::mem::replace(&mut free_list, index);
             index = entry.next;
         }
-        if self.heads[slot] == NIL {
-            self.unmark(slot);
+        // `index` is the first record left unprocessed (NIL when the walk finished).
+        let first = match entries.get_mut(kept_tail as usize) {
+            Some(tail) => {
+                tail.next = index;
+                kept_head
+            }
+            None => index,
+        };
+        heads[slot] = first;
+        if first == NIL {
+            clear_bit(occupied, slot);
         }
-        true
+        (*free, *len, *dead) = (free_list, live, dead_left);
+        finished
     }
 
     /// The earliest tick at which [`poll`](Wheel::poll) may return something: the tick of
@@ -516,18 +539,10 @@ impl Wheel {
         index
     }
 
-    /// Puts the unlinked record `index` at the front of `slot`'s list.
-    #[inline]
-    fn push_front(&mut self, slot: usize, index: u32) {
-        self.entries[index as usize].next = self.heads[slot];
-        self.heads[slot] = index;
-        self.mark(slot);
-    }
-
     /// Sets the bit that says `slot`'s list is not empty.
     #[inline(always)]
     fn mark(&mut self, slot: usize) {
-        self.occupied[slot >> 6] |= 1 << (slot & 63);
+        set_bit(&mut self.occupied, slot);
     }
 
     /// Whether the bit of `slot` says its list is not empty.
@@ -539,7 +554,7 @@ impl Wheel {
     /// Clears the bit of `slot`, whose list has become empty.
     #[inline(always)]
     fn unmark(&mut self, slot: usize) {
-        self.occupied[slot >> 6] &= !(1 << (slot & 63));
+        clear_bit(&mut self.occupied, slot);
     }
 
     /// An unused record for the caller to fill: the most recently freed one, which is likely
@@ -646,6 +661,18 @@ impl Wheel {
             pos = (pos + step) & self.mask;
         }
     }
+}
+
+/// Sets the bit of `slot` in an occupancy bitmap.
+#[inline(always)]
+fn set_bit(words: &mut [u64], slot: usize) {
+    words[slot >> 6] |= 1 << (slot & 63);
+}
+
+/// Clears the bit of `slot` in an occupancy bitmap.
+#[inline(always)]
+fn clear_bit(words: &mut [u64], slot: usize) {
+    words[slot >> 6] &= !(1 << (slot & 63));
 }
 
 #[cfg(test)]
