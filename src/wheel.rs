@@ -516,23 +516,53 @@ impl Wheel {
     }
 
     /// Puts a live record for `value` at the front of `deadline`'s slot and returns its
-    /// index.
+    /// index. The record is the most recently freed one, which is likely still in cache.
     #[inline(always)]
     fn link(&mut self, deadline: u32, value: u32) -> u32 {
-        let index = self.take_record();
-        // Read after taking the record: a reclaim on the way may have changed the slot.
+        // Fields taken apart: the record found on the free list is filled through the same
+        // borrow, without a second bounds check or reloads of the vectors after each store.
+        let Wheel {
+            entries,
+            heads,
+            occupied,
+            mask,
+            free,
+            ..
+        } = self;
+        let index = *free;
+        let Some(record) = entries.get_mut(index as usize) else {
+            return self.link_grown(deadline, value);
+        };
+        *free = record.next;
+        let slot = (deadline & *mask) as usize;
+        let head = std::mem::replace(&mut heads[slot], index);
+        *record = Entry {
+            deadline,
+            next: head,
+            value,
+            state: State::Live,
+        };
+        if head == NIL {
+            set_bit(occupied, slot);
+        }
+        index
+    }
+
+    /// [`link`](Wheel::link) when the free list is empty. Out of line and cold, so that the
+    /// common path stays small enough to inline and needs no saved registers.
+    #[cold]
+    #[inline(never)]
+    fn link_grown(&mut self, deadline: u32, value: u32) -> u32 {
+        let index = self.grow();
+        // Read after growing: a reclaim may have changed the slot lists.
         let slot = (deadline & self.mask) as usize;
-        // Slices held in locals: stores through one need not reload the other's pointer
-        // and length from the wheel.
-        let heads = &mut *self.heads;
-        let head = heads[slot];
+        let head = std::mem::replace(&mut self.heads[slot], index);
         self.entries[index as usize] = Entry {
             deadline,
             next: head,
             value,
             state: State::Live,
         };
-        heads[slot] = index;
         if head == NIL {
             self.mark(slot);
         }
@@ -557,26 +587,8 @@ impl Wheel {
         clear_bit(&mut self.occupied, slot);
     }
 
-    /// An unused record for the caller to fill: the most recently freed one, which is likely
-    /// still in cache.
-    #[inline(always)]
-    fn take_record(&mut self) -> u32 {
-        match self.entries.get(self.free as usize) {
-            Some(record) => {
-                let index = self.free;
-                self.free = record.next;
-                index
-            }
-            None => self.grow(),
-        }
-    }
-
-    /// [`take_record`](Wheel::take_record) when no free record is left: reclaims the dead
-    /// records if they are a quarter of all records, and adds one otherwise. Out of line and
-    /// cold, so that the common path stays small enough to inline and needs no saved
-    /// registers.
-    #[cold]
-    #[inline(never)]
+    /// An unused record when the free list is empty: reclaims the dead records if they are
+    /// a quarter of all records, and adds one otherwise.
     fn grow(&mut self) -> u32 {
         if self.dead > 0 && self.dead as usize * 4 >= self.entries.len() {
             self.reclaim();
