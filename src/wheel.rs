@@ -553,26 +553,8 @@ impl Wheel {
     #[cold]
     #[inline(never)]
     fn link_grown(&mut self, deadline: u32, value: u32) -> u32 {
-        let index = self.grow();
-        // Read after growing: a reclaim may have changed the slot lists.
-        let slot = (deadline & self.mask) as usize;
-        let head = std::mem::replace(&mut self.heads[slot], index);
-        self.entries[index as usize] = Entry {
-            deadline,
-            next: head,
-            value,
-            state: State::Live,
-        };
-        if head == NIL {
-            self.mark(slot);
-        }
-        index
-    }
-
-    /// Sets the bit that says `slot`'s list is not empty.
-    #[inline(always)]
-    fn mark(&mut self, slot: usize) {
-        set_bit(&mut self.occupied, slot);
+        self.refill();
+        self.link(deadline, value)
     }
 
     /// Whether the bit of `slot` says its list is not empty.
@@ -587,26 +569,23 @@ impl Wheel {
         clear_bit(&mut self.occupied, slot);
     }
 
-    /// An unused record when the free list is empty: reclaims the dead records if they are
-    /// a quarter of all records, and adds one otherwise.
-    fn grow(&mut self) -> u32 {
+    /// Puts a record on the empty free list: reclaims the dead records if they are a
+    /// quarter of all records (there is at least one), and adds a record otherwise.
+    fn refill(&mut self) {
         if self.dead > 0 && self.dead as usize * 4 >= self.entries.len() {
             self.reclaim();
-            // At least one dead record was freed.
-            let index = self.free;
-            self.free = self.entries[index as usize].next;
-            return index;
+            return;
         }
         let index = self.entries.len();
         assert!(index < MAX_ENTRIES, "Wheel: too many live timers");
         crate::growth::room_in_vec(&mut self.entries);
         self.entries.push(Entry {
             deadline: 0,
-            next: NIL,
+            next: self.free,
             value: 0,
             state: State::Vacant,
         });
-        index as u32
+        self.free = index as u32;
     }
 
     /// Frees every dead record by rebuilding all lists in one sequential pass over the
