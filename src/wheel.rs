@@ -282,7 +282,7 @@ impl Wheel {
         if self.heads[slot] == index as u32 {
             self.heads[slot] = next;
             if next == NIL {
-                self.unmark(slot);
+                clear_bit(&mut self.occupied, slot);
             }
             self.release(index as u32);
         } else {
@@ -563,12 +563,6 @@ impl Wheel {
         self.occupied[slot >> 6] & (1 << (slot & 63)) != 0
     }
 
-    /// Clears the bit of `slot`, whose list has become empty.
-    #[inline(always)]
-    fn unmark(&mut self, slot: usize) {
-        clear_bit(&mut self.occupied, slot);
-    }
-
     /// Puts a record on the empty free list: reclaims the dead records if they are a
     /// quarter of all records (there is at least one), and adds a record otherwise.
     fn refill(&mut self) {
@@ -594,7 +588,7 @@ impl Wheel {
     /// or before that deadline.
     fn reclaim(&mut self) {
         // The pass is what dead records cost when no poll visits their slots, so it links
-        // through locals rather than `push_front`, and fills in the bitmap once at the end.
+        // through locals and fills in the bitmap once at the end.
         let heads = &mut *self.heads;
         heads.fill(NIL);
         let mask = self.mask;
