@@ -447,6 +447,12 @@ fn check(
     now: Tick,
     events: &mut IdleEvents,
 ) -> Tick {
+    // The usual firing of a lazy entry: activity within the last period, so nothing is due
+    // whatever the previous check saw. Unsigned, so activity stamped after `now` goes the
+    // long way below.
+    if now.0.wrapping_sub(last.0) < period {
+        return last.wrapping_add(period);
+    }
     let due = next_after(last, period, checked);
     if due.is_after(now) {
         return due;
