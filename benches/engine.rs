@@ -50,24 +50,28 @@ fn world(n: usize, servers: usize) -> World {
 fn world_over(n: usize, servers: usize, spread: Duration) -> World {
     let mut sim = Sim::new(1, Instant::now(), net());
     let server_nodes: Vec<NodeId> = (0..servers)
-        .map(|i| sim.add_node(config(), Some(addr(i))))
+        .map(|i| sim.add_node(config(), Some(addr(i))).expect("valid config"))
         .collect();
-    let clients = sim.add_node(config(), None);
+    let clients = sim.add_node(config(), None).expect("valid config");
     let list: Vec<SocketAddr> = (0..servers).map(addr).collect();
     let batches = if spread.is_zero() { 1 } else { 1000 };
     let mut ids = Vec::with_capacity(n);
     for batch in 0..batches {
         let now = sim.now();
         for i in batch * n / batches..(batch + 1) * n / batches {
-            ids.push(sim.engine(clients).add_client(
-                ClientConfig {
-                    identity: Text::from(format!("u{i}")),
-                    token: bytes::Bytes::new(),
-                    servers: list.clone(),
-                    instance: Some(i as u64 + 1),
-                },
-                now,
-            ));
+            ids.push(
+                sim.engine(clients)
+                    .add_client(
+                        ClientConfig {
+                            identity: Text::from(format!("u{i}")),
+                            token: bytes::Bytes::new(),
+                            servers: list.clone(),
+                            instance: Some(i as u64 + 1),
+                        },
+                        now,
+                    )
+                    .expect("valid client"),
+            );
         }
         if !spread.is_zero() {
             sim.run_for(spread / batches as u32);
@@ -133,23 +137,25 @@ impl Direct {
     fn new(n: usize, shuffled: bool) -> Direct {
         let now = Instant::now();
         let mut d = Direct {
-            client: Engine::new(config(), now, 1),
-            server: Engine::new(config(), now, 2),
+            client: Engine::with_seed(config(), now, 1).expect("valid config"),
+            server: Engine::with_seed(config(), now, 2).expect("valid config"),
             peer: [vec![None; n], vec![None; n]],
             now,
             scratch: Vec::new(),
             rtts: 0,
         };
         for i in 0..n {
-            d.client.add_client(
-                ClientConfig {
-                    identity: Text::from(format!("u{i}")),
-                    token: bytes::Bytes::new(),
-                    servers: vec![addr(0)],
-                    instance: Some(i as u64 + 1),
-                },
-                now,
-            );
+            d.client
+                .add_client(
+                    ClientConfig {
+                        identity: Text::from(format!("u{i}")),
+                        token: bytes::Bytes::new(),
+                        servers: vec![addr(0)],
+                        instance: Some(i as u64 + 1),
+                    },
+                    now,
+                )
+                .expect("valid client");
         }
         let mut connects = Vec::with_capacity(n);
         while let Some(io) = d.client.poll_io() {
@@ -159,7 +165,7 @@ impl Direct {
         }
         if shuffled {
             // Fisher-Yates from a fixed seed: the same order every run.
-            let mut rng = liveline::backoff::Rng::new(0x5eed);
+            let mut rng = liveline::rng::Rng::new(0x5eed);
             for i in (1..connects.len()).rev() {
                 connects.swap(i, rng.up_to(i as u64) as usize);
             }

@@ -96,19 +96,21 @@ fn steady_state_allocations(pairs_n: usize, rounds: usize) -> f64 {
         ..Config::default()
     };
     let addr: SocketAddr = "127.0.0.1:9000".parse().unwrap();
-    let mut server = Engine::new(cfg.clone(), now, 1);
-    let mut client = Engine::new(cfg, now, 2);
+    let mut server = Engine::with_seed(cfg.clone(), now, 1).expect("valid config");
+    let mut client = Engine::with_seed(cfg, now, 2).expect("valid config");
     let ids: Vec<_> = (0..pairs_n)
         .map(|i| {
-            client.add_client(
-                ClientConfig {
-                    identity: Text::from(format!("s{i}")),
-                    token: bytes::Bytes::new(),
-                    servers: vec![addr],
-                    instance: None,
-                },
-                now,
-            )
+            client
+                .add_client(
+                    ClientConfig {
+                        identity: Text::from(format!("s{i}")),
+                        token: bytes::Bytes::new(),
+                        servers: vec![addr],
+                        instance: None,
+                    },
+                    now,
+                )
+                .expect("valid client")
         })
         .collect();
     let mut pairs = Vec::new();
@@ -193,8 +195,8 @@ fn main() {
     let addr: SocketAddr = "127.0.0.1:9000".parse().unwrap();
 
     let base = live();
-    let mut server = Engine::new(cfg.clone(), now, 1);
-    let mut client = Engine::new(cfg, now, 2);
+    let mut server = Engine::with_seed(cfg.clone(), now, 1).expect("valid config");
+    let mut client = Engine::with_seed(cfg, now, 2).expect("valid config");
     let empty = live() - base;
 
     // Client side: n clients, each asking for a connection.
@@ -204,15 +206,17 @@ fn main() {
     // The strings' own heap bytes, not the vector holding them.
     let names_bytes = live() - before - (names.capacity() * std::mem::size_of::<Text>()) as isize;
     for name in names.drain(..) {
-        client.add_client(
-            ClientConfig {
-                identity: name,
-                token: bytes::Bytes::new(),
-                servers: vec![addr],
-                instance: None,
-            },
-            now,
-        );
+        client
+            .add_client(
+                ClientConfig {
+                    identity: name,
+                    token: bytes::Bytes::new(),
+                    servers: vec![addr],
+                    instance: None,
+                },
+                now,
+            )
+            .expect("valid client");
     }
     while let Some(io) = client.poll_io() {
         if let Io::Connect { conn, .. } = io {

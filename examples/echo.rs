@@ -17,13 +17,10 @@ fn main() -> std::io::Result<()> {
         .unwrap_or_else(|| "127.0.0.1:7000".to_string())
         .parse()
         .map_err(|e| std::io::Error::other(format!("address: {e}")))?;
-    let mut reactor = Reactor::new(
-        Config {
-            max_connections: 1_000_000,
-            ..Config::default()
-        },
-        1,
-    )?;
+    let mut reactor = Reactor::new(Config {
+        max_connections: 1_000_000,
+        ..Config::default()
+    })?;
     let addr = reactor.listen(
         addr,
         ListenConfig {

@@ -32,7 +32,7 @@ fn main() -> std::io::Result<()> {
         connect_timeout: Duration::from_secs(10),
         ..Config::default()
     };
-    let mut reactor = Reactor::new(cfg, 3)?;
+    let mut reactor = Reactor::new(cfg)?;
     let start = Instant::now();
     let ids: Vec<_> = (0..clients)
         .map(|i| {
@@ -46,7 +46,7 @@ fn main() -> std::io::Result<()> {
                 start,
             )
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     let (mut active, mut lost, mut pongs) = (0usize, 0usize, 0u64);
     let mut all_up_at = None;
     let end = start + Duration::from_secs(secs);

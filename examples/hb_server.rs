@@ -17,7 +17,7 @@ fn main() -> std::io::Result<()> {
         .unwrap_or_else(|| "127.0.0.1:9000".to_string())
         .parse()
         .map_err(|e| std::io::Error::other(format!("address: {e}")))?;
-    let mut reactor = Reactor::new(Config::default(), 1)?;
+    let mut reactor = Reactor::new(Config::default())?;
     let addr = reactor.listen(addr, ListenConfig::default())?;
     println!("listening on {addr}");
     let mut ignore = |_: &mut Engine, _: Event, _: Instant| {};

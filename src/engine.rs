@@ -43,12 +43,14 @@
 //!   any state ──close_client, GOAWAY REPLACED, fatal REJECT──> Closed
 //! ```
 
-use crate::backoff::Rng;
 use crate::codec::{DecodeError, Decoder, EncodeError, Encoder};
-use crate::config::{Config, DuplicateLogin};
-use crate::frame::{Code, Frame, Hello, Reason, Text, Welcome, PROTOCOL_VERSION};
+use crate::config::{Config, ConfigError, DuplicateLogin};
+use crate::frame::{
+    Code, Frame, Hello, Reason, Text, Welcome, MAX_IDENTITY_LEN, MIN_FRAME_LIMIT, PROTOCOL_VERSION,
+};
 use crate::idle::{IdleConfig, IdleKind, IdleTracker};
-use crate::reliable::{RecvState, SendQueue};
+use crate::reliable::{RecvState, SendQueue, Window};
+use crate::rng::Rng;
 use crate::time::{Clock, Tick};
 use crate::wheel::{TimerKey, Wheel};
 use bytes::{Buf, Bytes, BytesMut};
@@ -174,6 +176,34 @@ pub enum Event {
         /// The payload.
         payload: Bytes,
     },
+    /// Server side: the client acknowledged message `id` sent with
+    /// [`Engine::send_message`]; it was handed to the client's application.
+    SessionAcked {
+        /// The connection the acknowledgement came on.
+        conn: ConnId,
+        /// The client's identity.
+        identity: Text,
+        /// The message id `send_message` returned.
+        id: u64,
+    },
+    /// Server side: message `id` sent with [`Engine::send_message`] will never be
+    /// acknowledged by the client instance it was sent to, and this engine will not send it
+    /// again: another instance of the identity logged in, the session record expired, or
+    /// the server shut down. The payload is handed back so that the application can send
+    /// it again (to the identity's new session, say) or report it. It may have reached the
+    /// client without its ACK coming back.
+    SessionFailed {
+        /// The identity it was addressed to.
+        identity: Text,
+        /// The client instance it was addressed to.
+        instance: u64,
+        /// The message id `send_message` returned.
+        id: u64,
+        /// The payload, handed back.
+        payload: Bytes,
+        /// Why it will not be delivered by this engine.
+        reason: Reason,
+    },
     /// Server side: DATA from a client.
     Data {
         /// The connection.
@@ -187,8 +217,12 @@ pub enum Event {
         client: ClientId,
         /// Its new state.
         state: ClientState,
-        /// The server concerned (connecting to, connected to, or lost).
+        /// The server concerned: connecting to, connected to, or, for
+        /// [`ClientState::Backoff`] and [`ClientState::Closed`], the one just lost (`None` if
+        /// there was no connection to lose, as when the local connection limit is reached).
         server: Option<SocketAddr>,
+        /// For [`ClientState::Backoff`]: the server the next attempt goes to.
+        next_server: Option<SocketAddr>,
         /// Why it changed, when it was not the normal course.
         reason: Option<Reason>,
         /// For [`ClientState::Backoff`]: the delay before the next attempt.
@@ -217,7 +251,8 @@ pub enum Event {
         /// The message id.
         id: u64,
     },
-    /// Client side: message `id` was never acknowledged and the client stopped.
+    /// Client side: message `id` was never acknowledged and the client stopped (or the
+    /// server's frame limit is too small for it).
     Failed {
         /// The client.
         client: ClientId,
@@ -257,7 +292,9 @@ pub enum SendError {
     Gone,
     /// The session is not active (DATA is never queued).
     NotActive,
-    /// Too many reliable messages are unacknowledged.
+    /// Too many reliable messages (`Config::max_unacked`), or too many of their bytes
+    /// (`Config::max_unacked_bytes`), are unacknowledged: try again after an
+    /// acknowledgement.
     WindowFull,
     /// The payload does not fit in one frame.
     TooLarge,
@@ -268,7 +305,7 @@ impl fmt::Display for SendError {
         f.write_str(match self {
             SendError::Gone => "no such connection or client",
             SendError::NotActive => "session not active",
-            SendError::WindowFull => "too many unacknowledged messages",
+            SendError::WindowFull => "too many unacknowledged messages (or bytes)",
             SendError::TooLarge => "payload exceeds the frame limit",
         })
     }
@@ -285,8 +322,10 @@ pub struct ClientConfig {
     pub token: Bytes,
     /// Servers in order of preference; the client fails over along this list.
     pub servers: Vec<SocketAddr>,
-    /// The HELLO instance: random per client process (the engine draws one from its
-    /// generator when `None`).
+    /// The HELLO instance, which must differ between client processes (and between the
+    /// clients of one process that share an identity). `None` (the usual choice): the engine
+    /// draws one from the operating system's entropy source. Set it only to resume a
+    /// previous instance, e.g. one a process saved before it restarted.
     pub instance: Option<u64>,
 }
 
@@ -353,10 +392,6 @@ struct Buffers {
     out: BytesMut,
 }
 
-/// The smallest frame limit a client accepts from a server's WELCOME: a server claiming
-/// less could not even receive a PING.
-const MIN_PEER_FRAME: u32 = 64;
-
 /// Size of the shared receive buffer's chunks.
 const RX_CHUNK: usize = 64 * 1024;
 
@@ -422,8 +457,8 @@ struct Conn {
     pending_transmit: bool,
 }
 
-/// A server's memory of one identity: who holds it and what was exchanged, across that
-/// client's reconnects to this server.
+/// A server's memory of one client instance (identity and HELLO instance): who holds it and
+/// what was exchanged, across that instance's reconnects to this server.
 struct Record {
     identity: Text,
     instance: u64,
@@ -532,11 +567,19 @@ pub struct Engine {
     /// memory without bound.
     left: VecDeque<(u32, u64, Tick)>,
     next_stamp: u64,
-    /// Record indices by identity; the identity itself is kept once, in the record.
-    by_identity: HashTable<u32>,
+    /// Record indices by (identity, instance); the identity itself is kept once, in the
+    /// record.
+    by_instance: HashTable<u32>,
+    /// Per identity, the record of its latest login: the only one that may hold a live
+    /// session or messages to send.
+    current: HashTable<u32>,
     hasher: DefaultHashBuilder,
     next_gen: NonZeroU32,
+    /// Reconnect jitter.
     rng: Rng,
+    /// Session ids and client instances: unique across processes, so never from a seed a
+    /// caller may repeat (see [`Engine::with_seed`]).
+    ids: Rng,
     hello_hook: Option<HelloHook>,
     shutting_down: bool,
     io: VecDeque<Io>,
@@ -554,13 +597,35 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// An engine whose clock starts at `now`, with jitter drawn from `seed`.
-    pub fn new(cfg: Config, now: Instant, seed: u64) -> Engine {
+    /// An engine whose clock starts at `now`. Its session ids, client instances and
+    /// reconnect jitter come from the operating system's entropy source, so that engines in
+    /// different processes never hand out the same ids. Fails if `cfg` cannot work
+    /// ([`Config::validate`]).
+    pub fn new(cfg: Config, now: Instant) -> Result<Engine, ConfigError> {
+        Engine::build(cfg, now, Rng::from_entropy(), Rng::from_entropy())
+    }
+
+    /// A deterministic engine, for simulations and tests: jitter, session ids and client
+    /// instances all follow from `seed`. Two engines given the same seed hand out the same
+    /// session ids, and a client failing over between them would take the second one's
+    /// messages for duplicates: never use one seed for two engines that clients share.
+    pub fn with_seed(cfg: Config, now: Instant, seed: u64) -> Result<Engine, ConfigError> {
+        let mut ids = Rng::new(seed);
+        // A stream apart from the jitter's, so that a draw of one does not shift the other.
+        let ids = Rng::new(ids.next_u64() ^ 0x1d5_1d5_1d5);
+        Engine::build(cfg, now, Rng::new(seed), ids)
+    }
+
+    fn build(cfg: Config, now: Instant, rng: Rng, ids: Rng) -> Result<Engine, ConfigError> {
+        cfg.validate()?;
         let clock = Clock::new(now, cfg.tick);
-        let server_idle = IdleConfig::from_durations(&clock, Some(cfg.idle_timeout), None, None);
+        // Read idle: the client is gone. Write idle with bytes waiting: it no longer reads
+        // (a write counts when bytes leave, or when they are queued into an empty buffer).
+        let idle = Some(cfg.idle_timeout);
+        let server_idle = IdleConfig::from_durations(&clock, idle, idle, None);
         let ping = Some(cfg.ping_interval);
         let client_idle = IdleConfig::from_durations(&clock, ping, ping, None);
-        Engine {
+        Ok(Engine {
             encoder: Encoder::new(cfg.max_frame_len),
             tick: clock.tick_of(now),
             now_ns: 0,
@@ -575,10 +640,12 @@ impl Engine {
             records: Slab::new(),
             left: VecDeque::new(),
             next_stamp: 1,
-            by_identity: HashTable::new(),
+            by_instance: HashTable::new(),
+            current: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
             next_gen: NonZeroU32::MIN,
-            rng: Rng::new(seed),
+            rng,
+            ids,
             hello_hook: None,
             shutting_down: false,
             io: VecDeque::new(),
@@ -590,7 +657,7 @@ impl Engine {
             pool: Pool::default(),
             last_servers: None,
             cfg,
-        }
+        })
     }
 
     /// The settings.
@@ -612,6 +679,19 @@ impl Engine {
     /// Number of live connections (both roles).
     pub fn connections(&self) -> usize {
         self.conns.len()
+    }
+
+    /// Tells the engine the time without running timers, so that what commands report
+    /// (such as [`client_info`](Self::client_info)) is current. Drivers call it when they
+    /// wake, before running application commands; `handle_*` calls do it too.
+    pub fn advance_clock(&mut self, now: Instant) {
+        self.set_now(now);
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) was called: drivers stop once no connection is
+    /// left.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down
     }
 
     fn set_now(&mut self, now: Instant) {
@@ -767,7 +847,7 @@ impl Engine {
             k.attempt = k.attempt.wrapping_add(1);
             h
         };
-        self.client_event(ci, ClientState::Handshaking, None, None);
+        self.client_event(ci, ClientState::Handshaking, None);
         let deadline = self.after(self.cfg.handshake_timeout);
         let c = &mut self.conns[index];
         c.state = ConnState::AwaitWelcome;
@@ -945,7 +1025,6 @@ impl Engine {
             return;
         }
         let index = conn.index as usize;
-        let low = self.cfg.outbound_low_water;
         let c = &mut self.conns[index];
         let Some(b) = c.bufs.as_mut() else { return };
         let n = n.min(b.out.len());
@@ -960,16 +1039,12 @@ impl Engine {
                 b.out.advance(n);
             }
         }
-        let queued = b.out.len();
-        if c.congested && queued <= low {
-            c.congested = false;
-            self.events.push_back(Event::Backpressure {
-                conn,
-                congested: false,
-            });
-        }
-        if queued == 0 {
-            if self.conns[index].state == ConnState::Closing {
+        // Room in the send buffer: waiting reliable messages flow in.
+        self.pump(index);
+        self.check_water(index);
+        let c = &self.conns[index];
+        if c.bufs.as_ref().is_none_or(|b| b.out.is_empty()) {
+            if c.state == ConnState::Closing {
                 self.release(index);
             } else {
                 self.recycle(index);
@@ -981,6 +1056,7 @@ impl Engine {
     /// [`poll_timeout`](Self::poll_timeout): it is `now` or earlier while more are due).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.set_now(now);
+        // Here and nowhere else, so that no other call can free a record under its caller.
         self.forget_records();
         // At most MAX_FIRED timers per call, so that a mass expiry (100k heartbeats due in
         // the same tick) cannot hold up I/O: if more are due, `poll_timeout` says "now" and
@@ -1080,20 +1156,26 @@ impl Engine {
         .map_err(NotQueued::into_send_error)
     }
 
-    /// Server side: sends a reliable message to the session's client. It is kept by the
-    /// session record and resent if the same client instance reconnects to this engine.
+    /// Server side: sends a reliable message to the session's client and returns its id. It
+    /// is kept by the session record until the client acknowledges it
+    /// ([`Event::SessionAcked`]), resent if the same client instance reconnects to this
+    /// engine, and handed back in [`Event::SessionFailed`] if it can no longer be delivered.
+    /// It waits in the record, not in the send buffer, while the connection has more than
+    /// `outbound_low_water` bytes to write, so a backlog never trips the outbound cap.
     pub fn send_message(&mut self, conn: ConnId, payload: Bytes) -> Result<u64, SendError> {
         let c = self.conn(conn).ok_or(SendError::Gone)?;
         let (ConnState::Active, Role::Server { record: Some(r) }) = (c.state, c.role) else {
             return Err(SendError::NotActive);
         };
         Self::fits(self.cfg.max_frame_len, payload.len(), true)?;
-        let window = self.cfg.max_unacked;
+        let window = self.window();
         let id = self.records[r as usize]
             .send
-            .push(payload.clone(), window)
+            .push(payload, window)
             .map_err(|_| SendError::WindowFull)?;
-        self.queue_message(conn.index as usize, id, &payload);
+        let index = conn.index as usize;
+        self.pump(index);
+        self.check_water(index);
         Ok(id)
     }
 
@@ -1114,15 +1196,15 @@ impl Engine {
 
     /// Graceful shutdown: refuses new connections, sends GOAWAY to every server-side
     /// session and closes each once flushed (or after the linger time), and stops every
-    /// client (their unacknowledged messages are reported failed).
+    /// client. Unacknowledged messages are reported failed: [`Event::Failed`] for clients',
+    /// [`Event::SessionFailed`] for the server's. A driver stops once no connection is left
+    /// ([`is_shutting_down`](Self::is_shutting_down)).
     pub fn shutdown(&mut self, now: Instant) {
         self.set_now(now);
         self.shutting_down = true;
         let clients: Vec<usize> = self.clients.iter().map(|(i, _)| i).collect();
         for ci in clients {
-            if self.clients[ci].state != ClientState::Closed {
-                self.stop_client(ci, Reason::new(Code::SHUTTING_DOWN, "engine shutting down"));
-            }
+            self.stop_client(ci, Reason::new(Code::SHUTTING_DOWN, "engine shutting down"));
         }
         let servers: Vec<usize> = self
             .conns
@@ -1138,12 +1220,44 @@ impl Engine {
                 self.finish(index, reason, Lost::Failed);
             }
         }
+        // No session of this engine will carry what its records still hold.
+        let records: Vec<usize> = self.records.iter().map(|(r, _)| r).collect();
+        for r in records {
+            let reason = Reason::new(Code::SHUTTING_DOWN, "server shutting down");
+            self.fail_pending(r, &reason);
+        }
     }
 
-    /// Starts a client: it connects to the first server and keeps itself connected.
-    pub fn add_client(&mut self, cfg: ClientConfig, now: Instant) -> ClientId {
+    /// Starts a client: it connects to the first server and keeps itself connected until
+    /// [`close_client`](Self::close_client), a final refusal by a server, or
+    /// [`shutdown`](Self::shutdown). Fails, and starts nothing, if its HELLO could never be
+    /// sent: an empty identity or one over 255 bytes, no server, or a HELLO larger than the
+    /// frame limit.
+    pub fn add_client(&mut self, cfg: ClientConfig, now: Instant) -> Result<ClientId, ConfigError> {
         self.set_now(now);
-        let instance = cfg.instance.unwrap_or_else(|| self.rng.next_u64());
+        let identity = cfg.identity.as_str().len();
+        let problem = if identity == 0 {
+            Some(("identity", "must not be empty".to_string()))
+        } else if identity > MAX_IDENTITY_LEN {
+            Some((
+                "identity",
+                format!("{identity} bytes, at most {MAX_IDENTITY_LEN}"),
+            ))
+        } else if cfg.servers.is_empty() {
+            Some(("servers", "no server to connect to".to_string()))
+        } else if Hello::FIXED_LEN + identity + cfg.token.len() > self.cfg.max_frame_len as usize {
+            let limit = self.cfg.max_frame_len;
+            Some((
+                "token",
+                format!("the HELLO would exceed the {limit}-byte frame limit"),
+            ))
+        } else {
+            None
+        };
+        if let Some((field, problem)) = problem {
+            return Err(ConfigError { field, problem });
+        }
+        let instance = cfg.instance.unwrap_or_else(|| self.ids.next_u64());
         let gen = self.next_gen();
         let servers = self.server_list(cfg.servers);
         crate::growth::room_in_slab(&mut self.clients);
@@ -1169,8 +1283,9 @@ impl Engine {
             sessions: 0,
             max_frame_len: self.cfg.max_frame_len,
         });
+        let id = self.client_id(index);
         self.start_connect(index);
-        self.client_id(index)
+        Ok(id)
     }
 
     /// Client side: sends DATA if the client is active (DATA is never queued).
@@ -1193,7 +1308,7 @@ impl Engine {
         payload: Bytes,
     ) -> Result<u64, SendError> {
         let ci = self.client_index(client).ok_or(SendError::Gone)?;
-        let window = self.cfg.max_unacked;
+        let window = self.window();
         let k = &mut self.clients[ci];
         Self::fits(k.max_frame_len, payload.len(), true)?;
         if k.state == ClientState::Closed {
@@ -1201,10 +1316,12 @@ impl Engine {
         }
         let id = k
             .send
-            .push(payload.clone(), window)
+            .push(payload, window)
             .map_err(|_| SendError::WindowFull)?;
         if let (ClientState::Active, Some(conn)) = (k.state, k.conn) {
-            self.queue_message(conn.index as usize, id, &payload);
+            let index = conn.index as usize;
+            self.pump(index);
+            self.check_water(index);
         }
         Ok(id)
     }
@@ -1223,7 +1340,8 @@ impl Engine {
     }
 
     /// Client side: stops the client for good; unacknowledged messages are reported as
-    /// [`Event::Failed`].
+    /// [`Event::Failed`], then [`ClientState::Closed`], and the id is no longer valid (its
+    /// memory is freed).
     pub fn close_client(&mut self, client: ClientId, now: Instant) {
         self.set_now(now);
         if let Some(ci) = self.client_index(client) {
@@ -1231,7 +1349,8 @@ impl Engine {
         }
     }
 
-    /// Client side: a status snapshot.
+    /// Client side: a status snapshot as of the engine's clock (the last `handle_*` or
+    /// [`advance_clock`](Self::advance_clock) call); `None` once the client is closed.
     pub fn client_info(&self, client: ClientId) -> Option<ClientInfo> {
         let k = &self.clients[self.client_index(client)?];
         let conn = k.conn.and_then(|id| self.conn(id));
@@ -1266,13 +1385,51 @@ impl Engine {
             }
             self.left.pop_front();
             if current {
-                let rec = self.records.remove(r as usize);
-                let hash = self.hasher.hash_one(rec.identity.as_str());
-                if let Ok(entry) = self.by_identity.find_entry(hash, |&x| x == r) {
-                    entry.remove();
-                }
-                debug!("forgot the session record of {}", rec.identity);
+                self.forget_record(r);
             }
+        }
+    }
+
+    /// Forgets a record no connection holds; what it still had to send is handed back.
+    fn forget_record(&mut self, r: u32) {
+        let reason = Reason::new(Code::NO_ERROR, "session record expired");
+        self.fail_pending(r as usize, &reason);
+        let rec = self.records.remove(r as usize);
+        let hash = self.instance_hash(&rec.identity, rec.instance);
+        if let Ok(entry) = self.by_instance.find_entry(hash, |&x| x == r) {
+            entry.remove();
+        }
+        let hash = self.hasher.hash_one(rec.identity.as_str());
+        if let Ok(entry) = self.current.find_entry(hash, |&x| x == r) {
+            entry.remove();
+        }
+        debug!(
+            "forgot the session record of {} instance {:x}",
+            rec.identity, rec.instance
+        );
+    }
+
+    fn instance_hash(&self, identity: &Text, instance: u64) -> u64 {
+        self.hasher.hash_one((identity.as_str(), instance))
+    }
+
+    /// Hands every message the record still has to send back to the application.
+    fn fail_pending(&mut self, r: usize, reason: &Reason) {
+        let rec = &mut self.records[r];
+        if rec.send.is_empty() {
+            return;
+        }
+        let (identity, instance) = (rec.identity.clone(), rec.instance);
+        let n = rec.send.len();
+        info!("{n} message(s) to {identity} instance {instance:x} not delivered: {reason}");
+        for (id, payload) in rec.send.drain() {
+            self.events.push_back(Event::SessionFailed {
+                identity: identity.clone(),
+                instance,
+                id,
+                payload,
+                reason: reason.clone(),
+            });
         }
     }
 
@@ -1291,6 +1448,13 @@ impl Engine {
     /// within one, so they are drawn at random rather than counted.
     fn new_session_id(&mut self) -> u64 {
         self.rng.next_u64()
+    }
+
+    fn window(&self) -> Window {
+        Window {
+            messages: self.cfg.max_unacked,
+            bytes: self.cfg.max_unacked_bytes,
+        }
     }
 
     /// The deadline tick for `d` from now: never before `now + d`.
@@ -1320,6 +1484,10 @@ impl Engine {
         let pool = &mut self.pool;
         let c = self.conns.get_mut(index).ok_or(NotQueued::Gone)?;
         let out = &mut c.bufs.get_or_insert_with(|| pool.take()).out;
+        if out.is_empty() {
+            // The start of a write: a stall is measured from here (see `on_conn_timer`).
+            c.idle.record_write(self.tick);
+        }
         write(&self.encoder, out).map_err(NotQueued::Encode)?;
         self.after_queue(index);
         Ok(())
@@ -1336,15 +1504,82 @@ impl Engine {
             .map_err(NotQueued::into_send_error)
     }
 
-    fn queue_message(&mut self, index: usize, id: u64, payload: &[u8]) {
-        // Messages are checked against the frame limit before they are taken (`fits`).
-        let _ = self.queue(index, |enc, out| enc.encode_message(id, payload, out));
+    /// Frames the reliable messages waiting for an active connection's session into its
+    /// send buffer while that holds less than `outbound_low_water` (at least one when it is
+    /// empty): a backlog of any size flows out as the socket drains, and the payloads are
+    /// kept once, in the send queue, until then.
+    fn pump(&mut self, index: usize) {
+        let Some(c) = self.conns.get_mut(index) else {
+            return;
+        };
+        if c.state != ConnState::Active {
+            return;
+        }
+        let send = match c.role {
+            Role::Server { record: Some(r) } => &mut self.records[r as usize].send,
+            Role::Client { client, .. } => &mut self.clients[client as usize].send,
+            _ => return,
+        };
+        let budget = self.cfg.outbound_low_water.max(1);
+        if !send.has_unframed() || c.bufs.as_ref().is_some_and(|b| b.out.len() >= budget) {
+            return;
+        }
+        let pool = &mut self.pool;
+        let out = &mut c.bufs.get_or_insert_with(|| pool.take()).out;
+        if out.is_empty() {
+            c.idle.record_write(self.tick);
+        }
+        while out.len() < budget {
+            let Some((id, payload)) = send.next_to_frame() else {
+                break;
+            };
+            // Sizes were checked against the frame limit when the message was taken.
+            if let Err(e) = self.encoder.encode_message(id, payload, out) {
+                warn!("c{index}: message {id} not framed: {e}");
+            }
+        }
+        // The budget is far below the cap (`Config::validate`): this never drops the peer.
+        self.after_queue(index);
+    }
+
+    /// Bytes waiting for the connection: framed ones plus messages not framed yet.
+    fn backlog(&self, c: &Conn) -> usize {
+        let framed = c.bufs.as_ref().map_or(0, |b| b.out.len());
+        let unframed = match (c.state, c.role) {
+            (ConnState::Active, Role::Server { record: Some(r) }) => {
+                self.records[r as usize].send.unframed_bytes()
+            }
+            (ConnState::Active, Role::Client { client, .. }) => {
+                self.clients[client as usize].send.unframed_bytes()
+            }
+            _ => 0,
+        };
+        framed + unframed
+    }
+
+    /// Tells the application when the connection's backlog crosses the water marks.
+    fn check_water(&mut self, index: usize) {
+        let Some(c) = self.conns.get(index) else {
+            return;
+        };
+        let backlog = self.backlog(c);
+        let congested = if !c.congested && backlog > self.cfg.outbound_high_water {
+            true
+        } else if c.congested && backlog <= self.cfg.outbound_low_water {
+            false
+        } else {
+            return;
+        };
+        let conn = self.id_of(index);
+        self.conns[index].congested = congested;
+        self.events
+            .push_back(Event::Backpressure { conn, congested });
     }
 
     /// Schedules the write and enforces the outbound bounds.
     fn after_queue(&mut self, index: usize) {
         let id = self.id_of(index);
-        let (high, cap) = (self.cfg.outbound_high_water, self.cfg.outbound_cap);
+        let cap = self.cfg.outbound_cap;
         let c = &mut self.conns[index];
         if !c.pending_transmit {
             c.pending_transmit = true;
@@ -1355,12 +1590,8 @@ impl Engine {
             warn!("{id}: dropped: {queued} bytes queued for a peer that does not read");
             let reason = Reason::new(Code::SLOW_CONSUMER, "outbound cap exceeded");
             self.finish(index, reason, Lost::Failed);
-        } else if queued > high && !c.congested {
-            c.congested = true;
-            self.events.push_back(Event::Backpressure {
-                conn: id,
-                congested: true,
-            });
+        } else {
+            self.check_water(index);
         }
     }
 
@@ -1378,8 +1609,11 @@ impl Engine {
                     let conn = self.id_of(index);
                     self.events.push_back(Event::Data { conn, payload });
                 }
+                Frame::Message { id: 0, .. } => {
+                    self.fail_with_error(index, zero_id());
+                }
                 Frame::Message { id, payload } => {
-                    let Some(r) = record else { return };
+                    let r = record.expect("an active server connection has a record");
                     let conn = self.id_of(index);
                     let rec = &mut self.records[r as usize];
                     if rec.recv.accept(id) {
@@ -1396,8 +1630,13 @@ impl Engine {
                     self.queue_frame(index, &Frame::Ack(id));
                 }
                 Frame::Ack(id) => {
-                    if let Some(r) = record {
-                        self.records[r as usize].send.ack(id);
+                    let r = record.expect("an active server connection has a record");
+                    let rec = &mut self.records[r as usize];
+                    if rec.send.ack(id) {
+                        let identity = rec.identity.clone();
+                        let conn = self.id_of(index);
+                        self.events
+                            .push_back(Event::SessionAcked { conn, identity, id });
                     }
                 }
                 Frame::Error(reason) => self.finish(index, reason, Lost::Failed),
@@ -1431,6 +1670,9 @@ impl Engine {
                         client: id,
                         payload,
                     }),
+                    Frame::Message { id: 0, .. } => {
+                        self.fail_with_error(index, zero_id());
+                    }
                     Frame::Message { id: mid, payload } => {
                         if self.clients[ci].recv.accept(mid) {
                             self.events.push_back(Event::ClientMessage {
@@ -1484,54 +1726,64 @@ impl Engine {
             }
         }
         // One live session per identity: a newer login replaces the older one, but a stale
-        // reconnect of the same instance never evicts its own newer session.
-        let hash = self.hasher.hash_one(hello.identity.as_str());
+        // reconnect of the same instance never evicts its own newer session. The live
+        // session, if any, belongs to the identity's current record.
+        let id_hash = self.hasher.hash_one(hello.identity.as_str());
         let records = &self.records;
-        let found = self
-            .by_identity
-            .find(hash, |&r| records[r as usize].identity == hello.identity)
+        let current = self
+            .current
+            .find(id_hash, |&r| records[r as usize].identity == hello.identity)
             .copied();
-        let record = match found {
-            Some(r) => {
-                let rec = &self.records[r as usize];
-                let live = rec.conn.filter(|&c| self.live(c));
-                if let Some(old) = live {
-                    let same_client = rec.instance == hello.instance;
-                    if same_client && hello.attempt <= rec.attempt {
-                        return self.reject(
-                            index,
-                            Reason::new(
-                                Code::STALE_SESSION,
-                                "a newer session of this client is live",
-                            ),
-                        );
-                    }
-                    if !same_client && self.cfg.duplicate_login == DuplicateLogin::RefuseNewer {
-                        return self.reject(
-                            index,
-                            Reason::new(Code::STALE_SESSION, "this identity is logged in"),
-                        );
-                    }
-                    info!("{old}: session of {} replaced by {conn}", hello.identity);
-                    self.go_away(
-                        old.index as usize,
-                        Reason::new(Code::REPLACED, "logged in elsewhere"),
+        if let Some(cur) = current {
+            let rec = &self.records[cur as usize];
+            let same_client = rec.instance == hello.instance;
+            if let Some(old) = rec.conn.filter(|&c| self.live(c)) {
+                if same_client && hello.attempt <= rec.attempt {
+                    return self.reject(
+                        index,
+                        Reason::new(
+                            Code::STALE_SESSION,
+                            "a newer session of this client is live",
+                        ),
                     );
                 }
-                let fresh_session = self.new_session_id();
-                let rec = &mut self.records[r as usize];
-                if rec.instance != hello.instance {
-                    // Another client process: a fresh scope for ids both ways.
-                    rec.instance = hello.instance;
-                    rec.recv = RecvState::default();
-                    rec.send = SendQueue::new();
-                    rec.session = fresh_session;
+                if !same_client && self.cfg.duplicate_login == DuplicateLogin::RefuseNewer {
+                    return self.reject(
+                        index,
+                        Reason::new(Code::STALE_SESSION, "this identity is logged in"),
+                    );
                 }
-                rec.attempt = hello.attempt;
-                rec.conn = Some(conn);
-                rec.left_stamp = 0;
-                r
+                let reason = if same_client {
+                    // The same client: its old connection is a leftover it has given up
+                    // on, and REPLACED would tell it never to come back.
+                    Reason::new(Code::STALE_SESSION, "superseded by a newer connection")
+                } else {
+                    Reason::new(Code::REPLACED, "logged in elsewhere")
+                };
+                info!("{old}: session of {} replaced by {conn}", hello.identity);
+                self.go_away(old.index as usize, reason);
             }
+            if !same_client {
+                // Another instance takes the identity over: what was still to be sent to the
+                // previous one goes back to the application, which may send it to this one.
+                let reason = Reason::new(
+                    Code::REPLACED,
+                    "another instance of this identity logged in",
+                );
+                self.fail_pending(cur as usize, &reason);
+            }
+        }
+        let key_hash = self.instance_hash(&hello.identity, hello.instance);
+        let records = &self.records;
+        let own = self
+            .by_instance
+            .find(key_hash, |&r| {
+                let rec = &records[r as usize];
+                rec.instance == hello.instance && rec.identity == hello.identity
+            })
+            .copied();
+        let record = match own {
+            Some(r) => r,
             None => {
                 let session = self.new_session_id();
                 crate::growth::room_in_slab(&mut self.records);
@@ -1542,19 +1794,39 @@ impl Engine {
                     instance: hello.instance,
                     attempt: hello.attempt,
                     session,
-                    conn: Some(conn),
+                    conn: None,
                     recv: RecvState::default(),
                     send: SendQueue::new(),
                     left_stamp: 0,
                 }) as u32;
                 let (records, hasher) = (&self.records, &self.hasher);
-                self.by_identity.insert_unique(hash, r, |&r| {
-                    hasher.hash_one(records[r as usize].identity.as_str())
+                self.by_instance.insert_unique(key_hash, r, |&r| {
+                    let rec = &records[r as usize];
+                    hasher.hash_one((rec.identity.as_str(), rec.instance))
                 });
                 r
             }
         };
-        let session = self.records[record as usize].session;
+        match current {
+            Some(cur) if cur == record => {}
+            Some(cur) => {
+                let entry = self.current.find_mut(id_hash, |&r| r == cur);
+                *entry.expect("the current record was just found") = record;
+            }
+            None => {
+                let (records, hasher) = (&self.records, &self.hasher);
+                self.current.insert_unique(id_hash, record, |&r| {
+                    hasher.hash_one(records[r as usize].identity.as_str())
+                });
+            }
+        }
+        let rec = &mut self.records[record as usize];
+        rec.attempt = hello.attempt;
+        rec.conn = Some(conn);
+        rec.left_stamp = 0;
+        // Everything not acknowledged goes out again on this connection, in id order.
+        rec.send.rewind();
+        let session = rec.session;
         let welcome = Welcome {
             version: PROTOCOL_VERSION,
             session,
@@ -1570,11 +1842,6 @@ impl Engine {
         c.deadline = None;
         self.rearm(index);
         self.queue_frame(index, &Frame::Welcome(welcome));
-        let pending: Vec<(u64, Bytes)> =
-            self.records[record as usize].send.iter().cloned().collect();
-        for (id, payload) in pending {
-            self.queue_message(index, id, &payload);
-        }
         debug!("{conn}: session {session} open for {}", hello.identity);
         let identity = self.records[record as usize].identity.clone();
         self.events.push_back(Event::SessionOpened {
@@ -1583,6 +1850,7 @@ impl Engine {
             instance: hello.instance,
             session,
         });
+        self.pump(index);
     }
 
     fn reject(&mut self, index: usize, reason: Reason) {
@@ -1614,10 +1882,27 @@ impl Engine {
         k.max_frame_len = self
             .cfg
             .max_frame_len
-            .min(w.max_frame_len.max(MIN_PEER_FRAME));
+            .min(w.max_frame_len.max(MIN_FRAME_LIMIT));
         let limit = k.max_frame_len;
-        let pending: Vec<(u64, Bytes)> = k.send.iter().cloned().collect();
+        // Everything not acknowledged goes out again on this connection, in id order.
+        k.send.rewind();
+        let too_large: Vec<u64> = k
+            .send
+            .iter()
+            .filter(|(_, p)| Self::fits(limit, p.len(), true).is_err())
+            .map(|&(id, _)| id)
+            .collect();
         let client = self.client_id(ci);
+        for id in too_large {
+            if let Some(payload) = self.clients[ci].send.take(id) {
+                warn!("{client}: message {id} is larger than the server accepts; failed");
+                self.events.push_back(Event::Failed {
+                    client,
+                    id,
+                    payload,
+                });
+            }
+        }
         let c = &mut self.conns[index];
         c.state = ConnState::Active;
         c.deadline = None;
@@ -1626,20 +1911,8 @@ impl Engine {
             ping_ticks,
         };
         self.rearm(index);
-        for (id, payload) in pending {
-            if Self::fits(limit, payload.len(), true).is_err() {
-                self.clients[ci].send.ack(id);
-                warn!("{client}: message {id} is larger than the server accepts; failed");
-                self.events.push_back(Event::Failed {
-                    client,
-                    id,
-                    payload,
-                });
-            } else {
-                self.queue_message(index, id, &payload);
-            }
-        }
-        self.client_event(ci, ClientState::Active, None, None);
+        self.client_event(ci, ClientState::Active, None);
+        self.pump(index);
     }
 
     fn on_reject(&mut self, index: usize, ci: usize, reason: Reason) {
@@ -1718,7 +1991,6 @@ impl Engine {
                     }
                     rec.identity.clone()
                 });
-                self.forget_records();
                 if identity.is_some() {
                     info!(
                         "{conn}: session of {} closed: {reason}",
@@ -1742,7 +2014,11 @@ impl Engine {
                     self.clients[ci].conn = None;
                     self.clients[ci].active_since = None;
                     if lost != Lost::Quiet {
-                        self.reconnect_later(ci, reason, lost == Lost::Moved);
+                        let server = self.clients[ci]
+                            .servers
+                            .get(self.clients[ci].current as usize)
+                            .copied();
+                        self.reconnect_later(ci, reason, lost == Lost::Moved, server);
                     }
                 }
             }
@@ -1812,6 +2088,21 @@ impl Engine {
                         index,
                         Reason::new(Code::IDLE_TIMEOUT, "nothing read for the idle timeout"),
                     );
+                } else if events.get(IdleKind::Write).is_some()
+                    && self.conns[index]
+                        .bufs
+                        .as_ref()
+                        .is_some_and(|b| !b.out.is_empty())
+                {
+                    // Bytes have waited, without one leaving, since the last write: the
+                    // peer does not read (it may still ping). No ERROR could reach it.
+                    let id = self.id_of(index);
+                    warn!("{id}: dropped: nothing could be written for the idle timeout");
+                    let reason = Reason::new(
+                        Code::SLOW_CONSUMER,
+                        "peer read nothing for the idle timeout",
+                    );
+                    self.finish(index, reason, Lost::Failed);
                 }
             }
             Role::Client { .. } => {
@@ -1850,7 +2141,7 @@ impl Engine {
         };
         if self.conns.len() >= self.cfg.max_connections {
             let reason = Reason::new(Code::SERVER_FULL, "local connection limit");
-            return self.reconnect_later(ci, reason, false);
+            return self.reconnect_later(ci, reason, false, None);
         }
         let deadline = self.after(self.cfg.connect_timeout);
         let index = self.new_conn(
@@ -1866,12 +2157,19 @@ impl Engine {
         k.conn = Some(conn);
         k.state = ClientState::Connecting;
         self.io.push_back(Io::Connect { conn, addr });
-        self.client_event(ci, ClientState::Connecting, None, None);
+        self.client_event(ci, ClientState::Connecting, None);
     }
 
     /// Cools the lost server down, picks the next server and schedules the attempt: at
-    /// once after a GOAWAY, otherwise after a jittered, growing delay.
-    fn reconnect_later(&mut self, ci: usize, reason: Reason, at_once: bool) {
+    /// once after a GOAWAY, otherwise after a jittered, growing delay. `lost` is the server
+    /// of the connection that ended (`None` if no connection was made).
+    fn reconnect_later(
+        &mut self,
+        ci: usize,
+        reason: Reason,
+        at_once: bool,
+        lost: Option<SocketAddr>,
+    ) {
         let tick = self.tick;
         let cooldown = self.clock.ticks_for(self.cfg.server_cooldown);
         let k = &mut self.clients[ci];
@@ -1912,18 +2210,30 @@ impl Engine {
         if let Some(old) = k.timer.take() {
             self.wheel.cancel(old);
         }
-        self.client_event(ci, ClientState::Backoff, Some(reason), Some(delay));
-        if delay.is_zero() {
+        let next_server = k.servers.get(next).copied();
+        self.events.push_back(Event::ClientState {
+            client: self.client_id(ci),
+            state: ClientState::Backoff,
+            server: lost,
+            next_server,
+            reason: Some(reason),
+            retry_in: Some(delay),
+        });
+        if at_once {
             // Moved by GOAWAY: not even a tick of delay.
             self.start_connect(ci);
         } else {
+            // Even a jittered delay of zero waits for the wheel, so that this call never
+            // opens a connection under a caller that is closing one.
             let at = self.after(delay);
             self.clients[ci].timer = Some(self.wheel.insert(at, ci as u32 | CLIENT_TIMER));
         }
     }
 
+    /// Stops the client for good: its connection is closed, its unacknowledged messages
+    /// are handed back, and its slot is freed (the id goes stale).
     fn stop_client(&mut self, ci: usize, reason: Reason) {
-        if self.clients[ci].state == ClientState::Closed {
+        if !self.clients.contains(ci) {
             return; // stopped already: no second Closed event
         }
         let id = self.client_id(ci);
@@ -1945,24 +2255,21 @@ impl Engine {
                 payload,
             });
         }
-        self.client_event(ci, ClientState::Closed, Some(reason), None);
+        self.client_event(ci, ClientState::Closed, Some(reason));
+        self.clients.remove(ci);
     }
 
-    fn client_event(
-        &mut self,
-        ci: usize,
-        state: ClientState,
-        reason: Option<Reason>,
-        retry_in: Option<Duration>,
-    ) {
+    /// Reports a state of the client with the server it concerns (the current one).
+    fn client_event(&mut self, ci: usize, state: ClientState, reason: Option<Reason>) {
         let k = &self.clients[ci];
         let server = k.servers.get(k.current as usize).copied();
         self.events.push_back(Event::ClientState {
             client: self.client_id(ci),
             state,
             server,
+            next_server: None,
             reason,
-            retry_in,
+            retry_in: None,
         });
     }
 }
@@ -1993,6 +2300,12 @@ enum Lost {
     Quiet,
 }
 
+/// MESSAGE ids start at 1: a receiver's duplicate filter starts at 0, so an id 0 could
+/// only be acknowledged and never handed over.
+fn zero_id() -> Reason {
+    Reason::new(Code::PROTOCOL_VIOLATION, "MESSAGE id 0 (ids start at 1)")
+}
+
 /// After a burst (a reconnect storm queues an event per client), an output queue keeps
 /// the capacity it grew to; give most of it back once the queue is drained.
 fn shrink_idle_queue<T>(q: &mut VecDeque<T>) {
@@ -2015,16 +2328,18 @@ mod tests {
     #[test]
     fn a_client_is_closed_once() {
         let now = Instant::now();
-        let mut e = Engine::new(Config::default(), now, 1);
-        let c = e.add_client(
-            ClientConfig {
-                identity: Text::from("once"),
-                token: Bytes::new(),
-                servers: vec!["127.0.0.1:1".parse().unwrap()],
-                instance: None,
-            },
-            now,
-        );
+        let mut e = Engine::with_seed(Config::default(), now, 1).unwrap();
+        let c = e
+            .add_client(
+                ClientConfig {
+                    identity: Text::from("once"),
+                    token: Bytes::new(),
+                    servers: vec!["127.0.0.1:1".parse().unwrap()],
+                    instance: None,
+                },
+                now,
+            )
+            .unwrap();
         e.shutdown(now);
         e.close_client(c, now);
         let closed = std::iter::from_fn(|| e.poll_event())
@@ -2061,7 +2376,7 @@ mod tests {
         for cut in 0..=wire.len() {
             for cut2 in cut..=wire.len() {
                 let now = Instant::now();
-                let mut e = Engine::new(Config::default(), now, 1);
+                let mut e = Engine::with_seed(Config::default(), now, 1).unwrap();
                 let conn = e.handle_accept(now).unwrap();
                 e.handle_read(conn, &wire[..cut], now);
                 e.handle_read(conn, &wire[cut..cut2], now);
@@ -2096,7 +2411,7 @@ mod tests {
             ..Config::default()
         };
         let deadline = cfg.handshake_timeout;
-        let mut e = Engine::new(cfg, start, 1);
+        let mut e = Engine::with_seed(cfg, start, 1).unwrap();
         for _ in 0..10_000 {
             e.handle_accept(start).unwrap();
         }

@@ -28,6 +28,11 @@ pub const HEADER_LEN: usize = 4;
 /// cannot make a connection reserve more than this before it is refused.
 pub const DEFAULT_MAX_FRAME_LEN: u32 = 64 * 1024;
 
+/// The smallest frame limit that works: a HELLO with a short identity, a PING or a WELCOME
+/// must fit. Configurations below it are refused, and a client treats a smaller limit
+/// announced in WELCOME as this one.
+pub const MIN_FRAME_LIMIT: u32 = 64;
+
 /// Longest identity a [`Hello`] can carry, in bytes (its length travels in one byte).
 pub const MAX_IDENTITY_LEN: usize = u8::MAX as usize;
 
@@ -262,6 +267,12 @@ pub struct Hello {
     pub identity: Text,
     /// Credentials for the application's authentication hook; empty when unused.
     pub token: Bytes,
+}
+
+impl Hello {
+    /// The length prefix's value for a HELLO with an empty identity and token: the kind
+    /// byte and the fixed fields. Add the identity's and token's lengths for any other.
+    pub const FIXED_LEN: usize = 1 + HELLO_FIXED;
 }
 
 /// WELCOME: the server accepted the handshake and tells the heartbeat contract.

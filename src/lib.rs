@@ -20,6 +20,7 @@ mod growth;
 pub mod idle;
 pub mod reactor;
 pub mod reliable;
+pub mod rng;
 pub mod sim;
 pub mod time;
 pub mod wheel;

@@ -83,7 +83,15 @@ enum Cmd {
 
 struct Shared {
     waker: Waker,
-    queue: Mutex<VecDeque<Cmd>>,
+    queue: Mutex<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    cmds: VecDeque<Cmd>,
+    /// The loop has stopped (`run` returned, or the reactor is gone): nothing queued now
+    /// would ever run, so `push` refuses.
+    closed: bool,
 }
 
 /// Sends commands into a running loop from any thread.
@@ -93,24 +101,35 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// Runs `f` on the loop thread with the engine, at the next wake.
+    /// Runs `f` on the loop thread with the engine, at the next wake; the engine's clock
+    /// is that wake's. Fails, and `f` is dropped without running, once the loop has
+    /// stopped: a command accepted here is run, unless the reactor is dropped without
+    /// [`Reactor::run`].
     pub fn run(&self, f: impl FnOnce(&mut Engine, Instant) + Send + 'static) -> io::Result<()> {
         self.push(Cmd::Run(Box::new(f)))
     }
 
     /// Graceful shutdown: stop accepting, GOAWAY to every session, stop every client,
     /// close each connection once flushed (bounded by the linger time); then
-    /// [`Reactor::run`] returns.
+    /// [`Reactor::run`] returns. Fails if the loop has stopped already.
     pub fn shutdown(&self) -> io::Result<()> {
         self.push(Cmd::Shutdown)
     }
 
     fn push(&self, cmd: Cmd) -> io::Result<()> {
-        self.shared
+        let mut q = self
+            .shared
             .queue
             .lock()
-            .map_err(|_| io::Error::other("reactor command queue poisoned"))?
-            .push_back(cmd);
+            .map_err(|_| io::Error::other("reactor command queue poisoned"))?;
+        if q.closed {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the reactor's loop has stopped",
+            ));
+        }
+        q.cmds.push_back(cmd);
+        drop(q);
         self.shared.waker.wake()
     }
 }
@@ -169,20 +188,29 @@ pub struct Reactor {
 }
 
 impl Reactor {
-    /// A loop with an engine using `cfg`; `seed` drives the reconnect jitter.
-    pub fn new(cfg: Config, seed: u64) -> io::Result<Reactor> {
+    /// A loop with an engine using `cfg` ([`Engine::new`]: ids and jitter from the
+    /// operating system's entropy). Fails with [`io::ErrorKind::InvalidInput`] if `cfg`
+    /// cannot work ([`Config::validate`] says why).
+    pub fn new(cfg: Config) -> io::Result<Reactor> {
+        let now = Instant::now();
+        Reactor::with_engine(Engine::new(cfg, now)?)
+    }
+
+    /// A loop around an engine built by the caller (for instance a deterministic one,
+    /// [`Engine::with_seed`], in a test).
+    pub fn with_engine(engine: Engine) -> io::Result<Reactor> {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let now = Instant::now();
         Ok(Reactor {
             events: Events::with_capacity(1024),
-            engine: Engine::new(cfg, now, seed),
+            engine,
             listeners: Vec::new(),
             sockets: Vec::new(),
             scratch: vec![0; SCRATCH],
             shared: Arc::new(Shared {
                 waker,
-                queue: Mutex::new(VecDeque::new()),
+                queue: Mutex::new(Queue::default()),
             }),
             again: Vec::new(),
             ready: Vec::new(),
@@ -240,17 +268,44 @@ impl Reactor {
         Ok(addr)
     }
 
-    /// Runs until a [`Handle::shutdown`] has completed.
+    /// Runs until a shutdown has completed: one asked for with [`Handle::shutdown`], or
+    /// with [`Engine::shutdown`] from the handler. After that, [`Handle`] calls fail, and
+    /// commands that arrived while the loop was stopping have been run.
     pub fn run(&mut self, handler: &mut impl Handler) -> io::Result<()> {
+        let result = self.run_loop(handler);
+        self.close_handles();
+        result
+    }
+
+    fn run_loop(&mut self, handler: &mut impl Handler) -> io::Result<()> {
         while !(self.stopping && self.engine.connections() == 0) {
             self.turn(handler, None)?;
         }
         Ok(())
     }
 
-    /// Whether a shutdown was requested.
+    /// Refuses further commands and runs those already accepted, so that none is dropped
+    /// in silence.
+    fn close_handles(&mut self) {
+        let cmds = match self.shared.queue.lock() {
+            Ok(mut q) => {
+                q.closed = true;
+                std::mem::take(&mut q.cmds)
+            }
+            Err(_) => return,
+        };
+        self.engine.advance_clock(Instant::now());
+        for cmd in cmds {
+            match cmd {
+                Cmd::Run(f) => f(&mut self.engine, self.now),
+                Cmd::Shutdown => {}
+            }
+        }
+    }
+
+    /// Whether a shutdown was requested (through a [`Handle`] or the engine).
     pub fn is_stopping(&self) -> bool {
-        self.stopping
+        self.stopping || self.engine.is_shutting_down()
     }
 
     /// One wake of the loop: waits for I/O, a command or a timer (at most `max_wait`),
@@ -282,9 +337,10 @@ impl Reactor {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
-        // The one clock read of this wake.
+        // The one clock read of this wake; commands and handlers see it.
         let now = Instant::now();
         self.now = now;
+        self.engine.advance_clock(now);
 
         self.ready.clear();
         for ev in self.events.iter() {
@@ -324,13 +380,17 @@ impl Reactor {
         }
         self.engine.handle_timeout(now);
         self.drain(handler);
+        if self.engine.is_shutting_down() && !self.stopping {
+            // The handler (or a command) called `Engine::shutdown`: stop as if asked to.
+            self.begin_shutdown();
+        }
         Ok(())
     }
 
     fn run_commands(&mut self) {
         loop {
             let cmd = match self.shared.queue.lock() {
-                Ok(mut q) => q.pop_front(),
+                Ok(mut q) => q.cmds.pop_front(),
                 Err(_) => None,
             };
             match cmd {
@@ -353,7 +413,9 @@ impl Reactor {
                 debug!("closed listener {}", l.addr);
             }
         }
-        self.engine.shutdown(self.now);
+        if !self.engine.is_shutting_down() {
+            self.engine.shutdown(self.now);
+        }
     }
 
     /// Moves the engine's outputs to the sockets and the handler until nothing is left.
@@ -642,6 +704,16 @@ impl Reactor {
                     return self.lost(id, Loss::Closed);
                 }
             }
+        }
+    }
+}
+
+impl Drop for Reactor {
+    /// Handles that outlive the reactor fail instead of queueing commands nobody runs.
+    fn drop(&mut self) {
+        if let Ok(mut q) = self.shared.queue.lock() {
+            q.closed = true;
+            q.cmds.clear();
         }
     }
 }

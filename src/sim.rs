@@ -20,9 +20,9 @@
 //! - a raw peer ([`Sim::raw_connect`]) that writes what the test wants and reads only when
 //!   told to (a slow reader, a silent or hostile client).
 
-use crate::backoff::Rng;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::engine::{ConnId, Engine, Event, Io};
+use crate::rng::Rng;
 use bytes::{Buf, BytesMut};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -259,12 +259,18 @@ impl Sim {
         self.now
     }
 
-    /// Adds an engine, listening on `listen` if given. Its jitter is seeded from the
-    /// simulation's generator.
-    pub fn add_node(&mut self, cfg: Config, listen: Option<SocketAddr>) -> NodeId {
+    /// Adds an engine, listening on `listen` if given. It is deterministic
+    /// ([`Engine::with_seed`]), seeded from the simulation's generator, so every node hands
+    /// out its own ids and the same simulation seed replays the same run. Fails if `cfg`
+    /// cannot work.
+    pub fn add_node(
+        &mut self,
+        cfg: Config,
+        listen: Option<SocketAddr>,
+    ) -> Result<NodeId, ConfigError> {
         let seed = self.rng.next_u64();
         self.nodes.push(Node {
-            engine: Engine::new(cfg, self.now, seed),
+            engine: Engine::with_seed(cfg, self.now, seed)?,
             listen,
             alive: true,
             refusing: false,
@@ -273,7 +279,7 @@ impl Sim {
             dirty: true,
             timer: None,
         });
-        NodeId(self.nodes.len() - 1)
+        Ok(NodeId(self.nodes.len() - 1))
     }
 
     /// The node's engine, for application commands. Its outputs are collected at the next

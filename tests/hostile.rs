@@ -46,7 +46,7 @@ impl Bench {
         self.good.send(&format!(":echo {text}"));
         let want = format!("[echo] {text}");
         self.good.expect(|l| l == want);
-        assert_eq!(self.good.count(|l| l.starts_with("connection lost")), 0);
+        assert_eq!(self.good.count(|l| l.contains(" lost (")), 0);
         // Whatever the offenders did, the server's memory stays within a few buffers' worth.
         let grown = self.rss().saturating_sub(self.baseline_kib);
         assert!(grown < 64 * 1024, "server grew by {grown} KiB");
@@ -126,7 +126,7 @@ fn unknown_kinds_malformed_bodies_and_garbage_get_errors() {
         Some(Code::MALFORMED_FRAME)
     );
     // Random garbage, seeded: whatever it decodes to, it ends in an ERROR and a close.
-    let mut rng = liveline::backoff::Rng::new(99);
+    let mut rng = liveline::rng::Rng::new(99);
     for _ in 0..20 {
         let junk: Vec<u8> = (0..64).map(|_| rng.next_u64() as u8).collect();
         let got = offend(b.addr, &junk);
@@ -215,14 +215,16 @@ fn thousands_of_silent_connections_are_dropped_at_the_deadline() {
 }
 
 #[test]
-fn a_peer_that_never_reads_is_dropped_at_the_outbound_cap() {
+fn a_peer_that_never_reads_is_dropped_as_a_slow_consumer() {
+    // The bench's short timings (idle timeout 1.5 s) bound how long a stall may last.
     let mut b = Bench::new(&[]);
     let mut sink = TcpStream::connect(b.addr).unwrap();
     sink.write_all(&hello("sink")).unwrap();
     b.server.expect(|l| l.contains("online: sink"));
     // It keeps its session alive with PINGs but never reads a byte. The good client
-    // broadcasts 60 KB lines: they pile up for the sink in its socket buffers, then in the
-    // server, until the cap.
+    // broadcasts 60 KB lines: they fill the sink's socket buffers, then wait in the server
+    // (at most the unacknowledged window; the rest is held by echo-im, bounded), until the
+    // server sees that nothing has left for the sink for its idle timeout.
     let ping = [0, 0, 0, 9, 0x04, 0, 0, 0, 0, 0, 0, 0, 1];
     let line = "x".repeat(60_000);
     let start = Instant::now();
@@ -250,7 +252,7 @@ fn a_peer_that_never_reads_is_dropped_at_the_outbound_cap() {
     b.server
         .expect(|l| l.contains("offline: sink") && l.contains("SLOW_CONSUMER"));
     eprintln!("never-reading peer dropped after {took:?} ({batch} batches of 20 x 60 KB)");
-    // Cap (4 MiB) plus kernel buffers plus the held copies: bounded.
+    // The unacknowledged window (4 MiB) plus kernel buffers plus the held copies: bounded.
     let grown = peak.saturating_sub(before);
     assert!(grown < 64 * 1024, "server grew by {grown} KiB");
     assert_eq!(b.good.count(|l| l.starts_with("! not sent")), 0);
@@ -325,19 +327,22 @@ fn reconnect_storm_of_thousands_all_get_in() {
     let mut a = Proc::server(a_addr, &[]);
     let mut b = Proc::server(b_addr, &["--log", "warn"]);
     // Every client of one liveline loop, in this process, starts on server A.
-    let mut reactor = Reactor::new(Config::default(), 5).unwrap();
+    let mut reactor = Reactor::new(Config::default()).unwrap();
     let now = Instant::now();
     let ids: Vec<_> = (0..CLIENTS)
         .map(|i| {
-            reactor.engine().add_client(
-                ClientConfig {
-                    identity: Text::from(format!("storm{i}")),
-                    token: Bytes::new(),
-                    servers: vec![a_addr, b_addr],
-                    instance: None,
-                },
-                now,
-            )
+            reactor
+                .engine()
+                .add_client(
+                    ClientConfig {
+                        identity: Text::from(format!("storm{i}")),
+                        token: Bytes::new(),
+                        servers: vec![a_addr, b_addr],
+                        instance: None,
+                    },
+                    now,
+                )
+                .expect("valid client")
         })
         .collect();
     let mut connects: Vec<Instant> = Vec::new();

@@ -39,7 +39,7 @@ impl Server {
         let (tx, events) = mpsc::channel();
         let (addr_tx, addr_rx) = mpsc::channel();
         let thread = thread::spawn(move || {
-            let mut reactor = Reactor::new(cfg, 1).unwrap();
+            let mut reactor = Reactor::new(cfg).unwrap();
             let addr = reactor
                 .listen("127.0.0.1:0".parse().unwrap(), ListenConfig::default())
                 .unwrap();
@@ -91,22 +91,25 @@ struct Clients {
 impl Clients {
     fn new(cfg: Config) -> Clients {
         Clients {
-            reactor: Reactor::new(cfg, 7).unwrap(),
+            reactor: Reactor::new(cfg).unwrap(),
             events: Vec::new(),
         }
     }
 
     fn add(&mut self, name: &str, servers: Vec<SocketAddr>) -> liveline::engine::ClientId {
         let now = self.reactor.now().max(Instant::now());
-        self.reactor.engine().add_client(
-            ClientConfig {
-                identity: Text::from(name.to_string()),
-                token: Bytes::new(),
-                servers,
-                instance: None,
-            },
-            now,
-        )
+        self.reactor
+            .engine()
+            .add_client(
+                ClientConfig {
+                    identity: Text::from(name.to_string()),
+                    token: Bytes::new(),
+                    servers,
+                    instance: None,
+                },
+                now,
+            )
+            .expect("valid client")
     }
 
     /// Turns the loop until `done` holds; panics after the limit.
@@ -335,7 +338,7 @@ fn output_held_up_by_a_late_reader_goes_out_on_the_writable_edge() {
             outbound_cap: 64 << 20,
             ..Config::default()
         };
-        let mut reactor = Reactor::new(cfg, 3).unwrap();
+        let mut reactor = Reactor::new(cfg).unwrap();
         let raw = ListenConfig {
             raw: true,
             ..ListenConfig::default()

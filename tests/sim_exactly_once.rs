@@ -6,8 +6,8 @@ mod common;
 
 use common::*;
 use hashbrown::{HashMap, HashSet};
-use liveline::backoff::Rng;
 use liveline::engine::Event;
+use liveline::rng::Rng;
 use std::time::Duration;
 
 struct Outcome {

@@ -1,7 +1,7 @@
 //! The interactive line client: stdin is read on its own thread and handed to the loop
 //! through the reactor's `Handle`; everything is printed from the loop thread.
 
-use crate::proto::{Push, Request};
+use crate::proto::{Push, Request, MAX_TEXT};
 use bytes::Bytes;
 use hashbrown::HashSet;
 use liveline::config::Config;
@@ -80,17 +80,20 @@ pub fn describe(event: &Event, dedup: &mut Dedup) -> Option<String> {
         Event::ClientState {
             state,
             server,
+            next_server,
             reason,
             retry_in,
             ..
         } => {
-            let server = server.map_or("?".to_string(), |s| s.to_string());
+            let name = |s: &Option<SocketAddr>| s.map_or("?".to_string(), |s| s.to_string());
             let why = reason.as_ref().map_or("-".to_string(), |r| r.to_string());
             match state {
-                ClientState::Active => Some(format!("connected to {server}")),
+                ClientState::Active => Some(format!("connected to {}", name(server))),
                 ClientState::Backoff => Some(format!(
-                    "connection lost ({why}); reconnecting in {} ms to {server}",
-                    retry_in.unwrap_or_default().as_millis()
+                    "connection to {} lost ({why}); reconnecting in {} ms to {}",
+                    name(server),
+                    retry_in.unwrap_or_default().as_millis(),
+                    name(next_server)
                 )),
                 ClientState::Closed => Some(format!("stopped ({why})")),
                 ClientState::Connecting | ClientState::Handshaking => None,
@@ -163,6 +166,10 @@ fn read_stdin(handle: Handle, client: ClientId) {
     for line in stdin.lock().lines() {
         let Ok(line) = line else { break };
         let line = line.trim_end();
+        if line.len() > MAX_TEXT {
+            say!("! not sent: {} bytes, at most {MAX_TEXT}", line.len());
+            continue;
+        }
         let (cmd, rest) = line.split_once(' ').unwrap_or((line, ""));
         match cmd {
             "" => {}
@@ -204,7 +211,7 @@ fn read_stdin(handle: Handle, client: ClientId) {
 }
 
 pub fn run(opts: ClientOptions) -> std::io::Result<()> {
-    let mut reactor = Reactor::new(opts.engine.clone(), crate::server::seed())?;
+    let mut reactor = Reactor::new(opts.engine.clone())?;
     let now = Instant::now();
     let client = reactor.engine().add_client(
         ClientConfig {
@@ -214,7 +221,7 @@ pub fn run(opts: ClientOptions) -> std::io::Result<()> {
             instance: None,
         },
         now,
-    );
+    )?;
     say!("{} here; :help lists the commands", opts.user);
     let handle = reactor.handle();
     std::thread::spawn(move || read_stdin(handle, client));

@@ -311,7 +311,7 @@ pub fn run() -> io::Result<()> {
         ping_interval: PING,
         ..Config::default()
     };
-    let mut reactor = Reactor::new(cfg, crate::server::seed())?;
+    let mut reactor = Reactor::new(cfg)?;
     let mut names = Vec::new();
     for name in ["alice", "bob", "carol"] {
         let now = Instant::now();
@@ -323,7 +323,7 @@ pub fn run() -> io::Result<()> {
                 instance: None,
             },
             now,
-        );
+        )?;
         names.push((id, name));
     }
     let mut demo = Demo {

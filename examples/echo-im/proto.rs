@@ -17,6 +17,10 @@
 //! and resends a message the first server had already relayed, the recipient sees the same
 //! origin twice and shows it once.
 
+/// The longest text a client may send, in bytes: what the server relays adds the origin,
+/// the sender's name and the kind, and must still fit in one frame (64 KiB by default).
+pub const MAX_TEXT: usize = 60_000;
+
 /// What a client asks of the server.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Request<'a> {

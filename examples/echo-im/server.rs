@@ -1,13 +1,13 @@
 //! The chat server: sessions from liveline, users and held messages here.
 
-use crate::proto::{valid_name, Push, Request};
+use crate::proto::{valid_name, Push, Request, MAX_TEXT};
 use bytes::Bytes;
 use hashbrown::HashMap;
 use liveline::config::Config;
-use liveline::engine::{ConnId, Engine, Event};
+use liveline::engine::{ConnId, Engine, Event, SendError};
 use liveline::frame::{Code, Reason};
 use liveline::reactor::{ListenConfig, Reactor};
-use log::{info, warn};
+use log::{debug, info, warn};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -49,18 +49,22 @@ impl Chat {
                 info!("online: {name} ({conn})");
                 self.online.insert(name.clone(), conn);
                 self.names.insert(conn, name.clone());
-                if let Some(queue) = self.held.remove(&name) {
-                    let fresh: Vec<Held> = queue
-                        .into_iter()
-                        .filter(|h| now.duration_since(h.at) <= self.held_age)
-                        .collect();
-                    if !fresh.is_empty() {
-                        info!("delivering {} held message(s) to {name}", fresh.len());
-                    }
-                    for h in fresh {
-                        self.deliver(engine, &name, h.payload, now);
-                    }
-                }
+                self.flush_held(engine, &name, now);
+            }
+            Event::SessionAcked { identity, .. } => {
+                // Room in the window: what waits for this user may go now.
+                self.flush_held(engine, identity.as_str(), now);
+            }
+            Event::SessionFailed {
+                identity,
+                payload,
+                reason,
+                ..
+            } => {
+                // Never acknowledged by the instance it went to (another one logged in, or
+                // the record expired): the user gets it on their current session, or later.
+                info!("re-sending a message {identity} did not acknowledge ({reason})");
+                self.deliver(engine, identity.as_str(), payload, now);
             }
             Event::SessionClosed {
                 conn,
@@ -94,6 +98,17 @@ impl Chat {
                 };
                 let text = std::str::from_utf8(&payload).unwrap_or("");
                 let origin = format!("{instance:x}:{id}");
+                if let Some(
+                    Request::Broadcast(t) | Request::Echo(t) | Request::Direct { text: t, .. },
+                ) = Request::parse(text)
+                {
+                    if t.len() > MAX_TEXT {
+                        let why =
+                            format!("not sent: {} bytes of text, at most {MAX_TEXT}", t.len());
+                        self.notice(engine, &from, &why, now);
+                        return;
+                    }
+                }
                 match Request::parse(text) {
                     Some(Request::Broadcast(t)) => {
                         let push = message(&origin, &from, "all", t);
@@ -132,13 +147,52 @@ impl Chat {
         }
     }
 
-    /// Sends to `user` if online, holds it otherwise (bounded by count and age).
+    /// Sends what is held for `user` while the session takes it, oldest first.
+    fn flush_held(&mut self, engine: &mut Engine, user: &str, now: Instant) {
+        let Some(&conn) = self.online.get(user) else {
+            return;
+        };
+        let Some(queue) = self.held.get_mut(user) else {
+            return;
+        };
+        let mut sent = 0;
+        while let Some(h) = queue.pop_front() {
+            if now.duration_since(h.at) > self.held_age {
+                continue;
+            }
+            if let Err(e) = engine.send_message(conn, h.payload.clone()) {
+                // The window is full (or the session just ended): the rest waits for the
+                // next acknowledgement or login.
+                debug!("{user}: held messages wait: {e}");
+                queue.push_front(h);
+                break;
+            }
+            sent += 1;
+        }
+        if queue.is_empty() {
+            self.held.remove(user);
+        }
+        if sent > 0 {
+            info!("delivering {sent} held message(s) to {user}");
+        }
+    }
+
+    /// Sends to `user` if online and nothing older waits for them; holds it otherwise
+    /// (bounded by count and age), so that the user sees messages in order.
     fn deliver(&mut self, engine: &mut Engine, user: &str, payload: Bytes, now: Instant) {
-        if let Some(&conn) = self.online.get(user) {
-            if engine.send_message(conn, payload.clone()).is_ok() {
-                return;
+        let waiting = self.held.get(user).is_some_and(|q| !q.is_empty());
+        if let (Some(&conn), false) = (self.online.get(user), waiting) {
+            match engine.send_message(conn, payload.clone()) {
+                Ok(_) => return,
+                Err(SendError::TooLarge) => {
+                    // Only a request near the frame limit grows past it when relayed.
+                    warn!("a message for {user} is too large to relay; dropped");
+                    return;
+                }
+                Err(_) => {}
             }
         }
+        let online = self.online.contains_key(user);
         let queue = self.held.entry(user.to_string()).or_default();
         while queue
             .front()
@@ -154,7 +208,11 @@ impl Chat {
             );
         }
         queue.push_back(Held { at: now, payload });
-        info!("held a message for {user} (offline)");
+        if online {
+            debug!("held a message for {user} (window full)");
+        } else {
+            info!("held a message for {user} (offline)");
+        }
     }
 
     fn notice(&mut self, engine: &mut Engine, user: &str, text: &str, now: Instant) {
@@ -175,7 +233,7 @@ fn message(origin: &str, from: &str, kind: &str, text: &str) -> Bytes {
 }
 
 pub fn run(opts: ServerOptions) -> std::io::Result<()> {
-    let mut reactor = Reactor::new(opts.engine.clone(), seed())?;
+    let mut reactor = Reactor::new(opts.engine.clone())?;
     let token = opts.token.clone();
     reactor.engine().set_hello_hook(Box::new(move |hello| {
         if !valid_name(hello.identity.as_str()) {
@@ -221,12 +279,4 @@ pub fn run(opts: ServerOptions) -> std::io::Result<()> {
     reactor.run(&mut handler)?;
     info!("stopped");
     Ok(())
-}
-
-/// Reconnect jitter only needs to differ between processes.
-pub fn seed() -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    t ^ (u64::from(std::process::id()) << 32)
 }

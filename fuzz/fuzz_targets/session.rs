@@ -57,7 +57,7 @@ fuzz_target!(|ops: Vec<Op>| {
     let cap = cfg.outbound_cap + cfg.max_frame_len as usize + 4;
     let start = Instant::now();
     let mut now = start;
-    let mut engine = Engine::new(cfg, now, 7);
+    let mut engine = Engine::with_seed(cfg, now, 7).expect("valid config");
     let client = engine.add_client(
         ClientConfig {
             identity: Text::from("fuzz"),
@@ -66,7 +66,7 @@ fuzz_target!(|ops: Vec<Op>| {
             instance: Some(1),
         },
         now,
-    );
+    ).expect("valid client");
     let mut accepted: Vec<ConnId> = Vec::new();
     let mut client_conn: Option<ConnId> = None;
     // The one client's state; it is created in Backoff and connects at once.

@@ -47,9 +47,12 @@ impl World {
             .collect();
         let servers = addrs
             .iter()
-            .map(|&a| sim.add_node(server_cfg.clone(), Some(a)))
+            .map(|&a| {
+                sim.add_node(server_cfg.clone(), Some(a))
+                    .expect("valid config")
+            })
             .collect();
-        let clients = sim.add_node(client_cfg, None);
+        let clients = sim.add_node(client_cfg, None).expect("valid config");
         World {
             sim,
             servers,
@@ -69,7 +72,10 @@ impl World {
         let now = self.sim.now();
         (
             self.clients,
-            self.sim.engine(self.clients).add_client(cfg, now),
+            self.sim
+                .engine(self.clients)
+                .add_client(cfg, now)
+                .expect("valid client"),
         )
     }
 
