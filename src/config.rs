@@ -169,7 +169,7 @@ impl Config {
             bad(
                 "idle_timeout",
                 format!(
-                    "{:?} must be longer than ping_interval ({:?}), or clients are dropped before they ping",
+                    "{:?} must be longer than the ping interval ({:?}), or clients are dropped before they ping",
                     self.idle_timeout, self.ping_interval
                 ),
             )?;

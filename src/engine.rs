@@ -681,6 +681,11 @@ impl Engine {
         self.conns.len()
     }
 
+    /// Number of clients not yet closed.
+    pub fn clients(&self) -> usize {
+        self.clients.len()
+    }
+
     /// Tells the engine the time without running timers, so that what commands report
     /// (such as [`client_info`](Self::client_info)) is current. Drivers call it when they
     /// wake, before running application commands; `handle_*` calls do it too.
@@ -2354,6 +2359,117 @@ mod tests {
             })
             .count();
         assert_eq!(closed, 1);
+    }
+
+    fn client_config(identity: &str) -> ClientConfig {
+        ClientConfig {
+            identity: Text::from(identity.to_string()),
+            token: Bytes::new(),
+            servers: vec!["127.0.0.1:1".parse().unwrap()],
+            instance: None,
+        }
+    }
+
+    /// A client whose HELLO could never be sent is refused at once, with the setting named,
+    /// instead of retrying forever.
+    #[test]
+    fn a_client_that_could_never_say_hello_is_refused() {
+        let now = Instant::now();
+        let mut e = Engine::with_seed(Config::default(), now, 1).unwrap();
+        let long = "x".repeat(256);
+        assert_eq!(
+            e.add_client(client_config(&long), now).unwrap_err().field,
+            "identity"
+        );
+        assert_eq!(
+            e.add_client(client_config(""), now).unwrap_err().field,
+            "identity"
+        );
+        let mut no_servers = client_config("ok");
+        no_servers.servers.clear();
+        assert_eq!(e.add_client(no_servers, now).unwrap_err().field, "servers");
+        let mut big_token = client_config("ok");
+        big_token.token = Bytes::from(vec![0; 70_000]);
+        assert_eq!(e.add_client(big_token, now).unwrap_err().field, "token");
+        assert_eq!(e.clients(), 0);
+        assert!(e.poll_io().is_none(), "nothing was started");
+        assert!(e.add_client(client_config(&"x".repeat(255)), now).is_ok());
+    }
+
+    /// Closed clients give their memory back: add/close cycles do not grow the engine.
+    #[test]
+    fn closed_clients_are_freed() {
+        let now = Instant::now();
+        let mut e = Engine::with_seed(Config::default(), now, 1).unwrap();
+        for i in 0..1000 {
+            let c = e.add_client(client_config(&format!("c{i}")), now).unwrap();
+            e.close_client(c, now);
+            assert!(e.client_info(c).is_none());
+            assert_eq!(
+                e.client_send_message(c, Bytes::from_static(b"late")),
+                Err(SendError::Gone)
+            );
+        }
+        assert_eq!(e.clients(), 0);
+        assert_eq!(e.connections(), 0);
+    }
+
+    /// Unworkable settings are refused when the engine is built.
+    #[test]
+    fn an_engine_refuses_unworkable_settings() {
+        let now = Instant::now();
+        let cfg = Config {
+            idle_timeout: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(10),
+            ..Config::default()
+        };
+        let e = Engine::new(cfg, now).err().expect("refused");
+        assert_eq!(e.field, "idle_timeout");
+        assert!(
+            e.to_string().contains("longer than the ping interval"),
+            "{e}"
+        );
+    }
+
+    /// Two engines built alike draw different session ids and client instances.
+    #[test]
+    fn engines_built_alike_draw_different_ids() {
+        let now = Instant::now();
+        let welcome_session = |e: &mut Engine| {
+            let conn = e.handle_accept(now).unwrap();
+            let mut hello = BytesMut::new();
+            let h = Hello {
+                version: PROTOCOL_VERSION,
+                instance: 1,
+                attempt: 0,
+                identity: Text::from("same"),
+                token: Bytes::new(),
+            };
+            Encoder::default()
+                .encode(&Frame::Hello(Box::new(h)), &mut hello)
+                .unwrap();
+            e.handle_read(conn, &hello, now);
+            match std::iter::from_fn(|| e.poll_event()).next() {
+                Some(Event::SessionOpened { session, .. }) => session,
+                other => panic!("{other:?}"),
+            }
+        };
+        let mut a = Engine::new(Config::default(), now).unwrap();
+        let mut b = Engine::new(Config::default(), now).unwrap();
+        assert_ne!(welcome_session(&mut a), welcome_session(&mut b));
+        let hello_instance = |e: &mut Engine| {
+            e.add_client(client_config("same"), now).unwrap();
+            let Some(Io::Connect { conn, .. }) = e.poll_io() else {
+                panic!("no connect")
+            };
+            e.handle_connected(conn, now);
+            let mut out = BytesMut::from(e.outbound(conn));
+            match Decoder::default().decode(&mut out) {
+                Ok(Some(Frame::Hello(h))) => h.instance,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_ne!(hello_instance(&mut a), hello_instance(&mut b));
     }
 
     /// Frames split anywhere across reads: complete ones are decoded straight from the

@@ -40,29 +40,66 @@ enum Command {
     Demo,
 }
 
-/// Timeouts shared by both sides, in milliseconds.
+/// The server's timeouts, in milliseconds.
 #[derive(Args, Clone)]
-struct Timing {
-    /// Client: ping after this long without writing or reading. Server: announced to clients.
+struct ServerTiming {
+    /// Heartbeat interval announced to clients: they ping after this long without writing
+    /// (a client configured with a longer one adopts this).
     #[arg(long, default_value_t = 10_000)]
     ping_ms: u64,
-    /// Server: drop a client it has read nothing from for this long.
+    /// Drop a client it has read nothing from for this long (or that has read nothing
+    /// waiting for it for this long). Must be longer than --ping-ms.
     #[arg(long, default_value_t = 30_000)]
     idle_ms: u64,
-    /// Server: drop a connection that has not logged in by then.
+    /// Drop a connection that has not logged in by then.
     #[arg(long, default_value_t = 10_000)]
     handshake_ms: u64,
 }
 
-impl Timing {
-    fn config(&self) -> Config {
-        Config {
+impl ServerTiming {
+    fn config(&self) -> Result<Config, String> {
+        checked(Config {
             ping_interval: Duration::from_millis(self.ping_ms),
             idle_timeout: Duration::from_millis(self.idle_ms),
             handshake_timeout: Duration::from_millis(self.handshake_ms),
             ..Config::default()
-        }
+        })
     }
+}
+
+/// The client's timeouts, in milliseconds.
+#[derive(Args, Clone)]
+struct ClientTiming {
+    /// Ping after this long without writing or reading; the server is taken for dead after
+    /// twice this long without reading anything. A server announcing a shorter interval
+    /// wins.
+    #[arg(long, default_value_t = 10_000)]
+    ping_ms: u64,
+}
+
+impl ClientTiming {
+    fn config(&self) -> Result<Config, String> {
+        let ping = Duration::from_millis(self.ping_ms);
+        checked(Config {
+            ping_interval: ping,
+            // Only servers use it, but one setting must stay above the other.
+            idle_timeout: ping.saturating_mul(3),
+            ..Config::default()
+        })
+    }
+}
+
+/// The engine's own check, reported with the flag's name.
+fn checked(cfg: Config) -> Result<Config, String> {
+    cfg.validate().map(|()| cfg).map_err(|e| {
+        let flag = match e.field {
+            "ping_interval" => "--ping-ms",
+            "idle_timeout" => "--idle-ms",
+            "handshake_timeout" => "--handshake-ms",
+            other => other,
+        };
+        format!("{flag}: {}", e.problem)
+    })
 }
 
 #[derive(Args)]
@@ -71,7 +108,7 @@ struct ServerArgs {
     #[arg(long, default_value = "127.0.0.1:9000")]
     listen: SocketAddr,
     #[command(flatten)]
-    timing: Timing,
+    timing: ServerTiming,
     /// Messages held per offline user (oldest dropped beyond it).
     #[arg(long, default_value_t = 100)]
     max_held: usize,
@@ -99,7 +136,7 @@ struct ClientArgs {
     )]
     servers: Vec<SocketAddr>,
     #[command(flatten)]
-    timing: Timing,
+    timing: ClientTiming,
     /// Token to present to the server.
     #[arg(long)]
     token: Option<String>,
@@ -118,14 +155,21 @@ fn init_log(level: Option<LevelFilter>) {
     let _ = TermLogger::init(level, config, TerminalMode::Stderr, ColorChoice::Never);
 }
 
+/// A flag value that cannot work: said once, exit code 2 (as for any bad argument).
+fn refuse(why: &str) -> ! {
+    eprintln!("echo-im: {why}");
+    std::process::exit(2);
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Demo) {
         Command::Server(a) => {
             init_log(cli.log);
+            let engine = a.timing.config().unwrap_or_else(|e| refuse(&e));
             server::run(server::ServerOptions {
                 listen: a.listen,
-                engine: a.timing.config(),
+                engine,
                 max_held: a.max_held,
                 held_age: Duration::from_secs(a.held_secs),
                 token: a.token,
@@ -134,10 +178,11 @@ fn main() {
         }
         Command::Client(a) => {
             init_log(cli.log.or(Some(LevelFilter::Warn)));
+            let engine = a.timing.config().unwrap_or_else(|e| refuse(&e));
             client::run(client::ClientOptions {
                 user: a.user,
                 servers: a.servers,
-                engine: a.timing.config(),
+                engine,
                 token: a.token,
             })
         }
