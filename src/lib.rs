@@ -7,7 +7,13 @@
 //!
 //! Layers, bottom up:
 //! - [`frame`]: the frames of wire protocol v1 and their body layouts;
-//! - [`codec`]: the incremental, bounded decoder and the encoder.
+//! - [`codec`]: the incremental, bounded decoder and the encoder;
+//! - [`time`], [`wheel`], [`idle`]: ticks, the hashed timing wheel, idle tracking;
+//! - [`reliable`], [`backoff`], [`rng`]: send windows and duplicate filters, reconnect
+//!   pacing, random numbers;
+//! - [`config`]: settings, checked when an engine is built;
+//! - [`engine`]: the sans-IO engine (sessions, reliable messages, reconnecting clients);
+//! - [`reactor`] and [`sim`]: the two drivers, real sockets and a simulated network.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -1,5 +1,6 @@
 //! The chat's own payloads, carried in liveline MESSAGE frames (so every one of them is
-//! acknowledged, resent after a failover, and never handed over twice by one server).
+//! acknowledged, resent after a failover, and never handed over twice by one server). The
+//! normative description, for clients written in other languages, is docs/ECHO-IM.md.
 //!
 //! UTF-8 text, fields separated by single spaces, the free text last:
 //!
@@ -102,6 +103,9 @@ impl<'a> Push<'a> {
         }
     }
 }
+
+/// The rule [`valid_name`] checks, as users are told it.
+pub const NAME_RULE: &str = "names: 1-32 of a-z A-Z 0-9 - _ .";
 
 /// A user name: 1 to 32 characters, letters, digits, `-`, `_` or `.`.
 pub fn valid_name(name: &str) -> bool {

@@ -1,6 +1,6 @@
 //! The chat server: sessions from liveline, users and held messages here.
 
-use crate::proto::{valid_name, Push, Request, MAX_TEXT};
+use crate::proto::{valid_name, Push, Request, MAX_TEXT, NAME_RULE};
 use bytes::Bytes;
 use hashbrown::HashMap;
 use liveline::config::Config;
@@ -125,7 +125,8 @@ impl Chat {
                     Some(Request::Direct { to, text }) => {
                         let push = message(&origin, &from, "to", text);
                         if !valid_name(to) {
-                            self.notice(engine, &from, &format!("no such user name: {to}"), now);
+                            let why = format!("invalid user name: {to} ({NAME_RULE})");
+                            self.notice(engine, &from, &why, now);
                         } else {
                             self.deliver(engine, to, push, now);
                         }
@@ -140,7 +141,11 @@ impl Chat {
                         let push = Bytes::from(Push::Users(users).encode());
                         self.deliver(engine, &from, push, now);
                     }
-                    None => warn!("{from}: unintelligible request {text:?}"),
+                    None => {
+                        warn!("{from}: unintelligible request {text:?}");
+                        let why = "unintelligible request (see docs/ECHO-IM.md)";
+                        self.notice(engine, &from, why, now);
+                    }
                 }
             }
             _ => {}
@@ -237,10 +242,7 @@ pub fn run(opts: ServerOptions) -> std::io::Result<()> {
     let token = opts.token.clone();
     reactor.engine().set_hello_hook(Box::new(move |hello| {
         if !valid_name(hello.identity.as_str()) {
-            return Err(Reason::new(
-                Code::INVALID_IDENTITY,
-                "names: 1-32 of a-z A-Z 0-9 - _ .",
-            ));
+            return Err(Reason::new(Code::INVALID_IDENTITY, NAME_RULE));
         }
         match &token {
             Some(t) if hello.token.as_ref() != t.as_bytes() => {

@@ -71,6 +71,8 @@ fuzz_target!(|ops: Vec<Op>| {
     let mut client_conn: Option<ConnId> = None;
     // The one client's state; it is created in Backoff and connects at once.
     let mut state = ClientState::Backoff;
+    // Server connections whose session has ended: none may open (or speak) again.
+    let mut ended: Vec<ConnId> = Vec::new();
     for op in ops {
         match op {
             Op::Accept => {
@@ -158,9 +160,21 @@ fuzz_target!(|ops: Vec<Op>| {
         }
         while engine.poll_transmit().is_some() {}
         while let Some(e) = engine.poll_event() {
-            if let Event::ClientState { state: to, .. } = e {
-                assert!(legal(state, to), "illegal client transition {state:?} -> {to:?}");
-                state = to;
+            match e {
+                Event::ClientState { state: to, .. } => {
+                    assert!(legal(state, to), "illegal client transition {state:?} -> {to:?}");
+                    state = to;
+                    if to == ClientState::Closed {
+                        assert!(engine.client_info(client).is_none(), "a closed client is freed");
+                    }
+                }
+                Event::SessionClosed { conn, .. } => ended.push(conn),
+                Event::SessionOpened { conn, .. }
+                | Event::Message { conn, .. }
+                | Event::SessionAcked { conn, .. } => {
+                    assert!(!ended.contains(&conn), "{conn} spoke after its session closed");
+                }
+                _ => {}
             }
         }
         assert!(engine.connections() <= 64 + 1);
