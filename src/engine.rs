@@ -202,7 +202,7 @@ pub enum Event {
         /// The payload, handed back.
         payload: Bytes,
         /// Why it will not be delivered by this engine.
-        reason: Reason,
+        cause: FailCause,
     },
     /// Server side: DATA from a client.
     Data {
@@ -221,12 +221,12 @@ pub enum Event {
         /// [`ClientState::Backoff`] and [`ClientState::Closed`], the one just lost (`None` if
         /// there was no connection to lose, as when the local connection limit is reached).
         server: Option<SocketAddr>,
-        /// For [`ClientState::Backoff`]: the server the next attempt goes to.
-        next_server: Option<SocketAddr>,
+
         /// Why it changed, when it was not the normal course.
         reason: Option<Reason>,
-        /// For [`ClientState::Backoff`]: the delay before the next attempt.
-        retry_in: Option<Duration>,
+        /// For [`ClientState::Backoff`]: when and where the next attempt goes. (Boxed: it
+        /// is rare, and every event is as large as the largest.)
+        retry: Option<Box<Retry>>,
     },
     /// Client side: a reliable message from the server, handed over once.
     ClientMessage {
@@ -283,6 +283,38 @@ pub enum Event {
         /// Whether the application should hold back.
         congested: bool,
     },
+}
+
+/// The next attempt of a client in [`ClientState::Backoff`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retry {
+    /// The delay before it (jittered; zero after a GOAWAY).
+    pub after: Duration,
+    /// The server it goes to.
+    pub server: SocketAddr,
+}
+
+/// Why a server-sent message was handed back in [`Event::SessionFailed`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailCause {
+    /// Another instance of the identity logged in: the one the message went to is not
+    /// coming back (it was replaced, or its process restarted).
+    Replaced,
+    /// The session record expired (`Config::record_linger` after its client left, or
+    /// sooner when records outnumber `max_connections`).
+    Expired,
+    /// The engine is shutting down.
+    ShuttingDown,
+}
+
+impl fmt::Display for FailCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FailCause::Replaced => "another instance of the identity logged in",
+            FailCause::Expired => "the session record expired",
+            FailCause::ShuttingDown => "the server is shutting down",
+        })
+    }
 }
 
 /// Why a send was refused.
@@ -455,6 +487,10 @@ struct Conn {
     congested: bool,
     /// Listed in `transmit` already.
     pending_transmit: bool,
+    /// The session's send queue may hold messages not yet framed on this connection: only
+    /// then does a write that made room look at the queue (which lives elsewhere in
+    /// memory, a cache miss per connection on every heartbeat otherwise).
+    unframed: bool,
 }
 
 /// A server's memory of one client instance (identity and HELLO instance): who holds it and
@@ -760,6 +796,7 @@ impl Engine {
             deadline,
             congested: false,
             pending_transmit: false,
+            unframed: false,
         });
         self.rearm(index);
         index
@@ -1046,7 +1083,9 @@ impl Engine {
         }
         // Room in the send buffer: waiting reliable messages flow in.
         self.pump(index);
-        self.check_water(index);
+        if self.conns[index].congested {
+            self.check_water(index);
+        }
         let c = &self.conns[index];
         if c.bufs.as_ref().is_none_or(|b| b.out.is_empty()) {
             if c.state == ConnState::Closing {
@@ -1179,6 +1218,7 @@ impl Engine {
             .push(payload, window)
             .map_err(|_| SendError::WindowFull)?;
         let index = conn.index as usize;
+        self.conns[index].unframed = true;
         self.pump(index);
         self.check_water(index);
         Ok(id)
@@ -1228,8 +1268,7 @@ impl Engine {
         // No session of this engine will carry what its records still hold.
         let records: Vec<usize> = self.records.iter().map(|(r, _)| r).collect();
         for r in records {
-            let reason = Reason::new(Code::SHUTTING_DOWN, "server shutting down");
-            self.fail_pending(r, &reason);
+            self.fail_pending(r, FailCause::ShuttingDown);
         }
     }
 
@@ -1325,6 +1364,7 @@ impl Engine {
             .map_err(|_| SendError::WindowFull)?;
         if let (ClientState::Active, Some(conn)) = (k.state, k.conn) {
             let index = conn.index as usize;
+            self.conns[index].unframed = true;
             self.pump(index);
             self.check_water(index);
         }
@@ -1397,8 +1437,7 @@ impl Engine {
 
     /// Forgets a record no connection holds; what it still had to send is handed back.
     fn forget_record(&mut self, r: u32) {
-        let reason = Reason::new(Code::NO_ERROR, "session record expired");
-        self.fail_pending(r as usize, &reason);
+        self.fail_pending(r as usize, FailCause::Expired);
         let rec = self.records.remove(r as usize);
         let hash = self.instance_hash(&rec.identity, rec.instance);
         if let Ok(entry) = self.by_instance.find_entry(hash, |&x| x == r) {
@@ -1419,21 +1458,21 @@ impl Engine {
     }
 
     /// Hands every message the record still has to send back to the application.
-    fn fail_pending(&mut self, r: usize, reason: &Reason) {
+    fn fail_pending(&mut self, r: usize, cause: FailCause) {
         let rec = &mut self.records[r];
         if rec.send.is_empty() {
             return;
         }
         let (identity, instance) = (rec.identity.clone(), rec.instance);
         let n = rec.send.len();
-        info!("{n} message(s) to {identity} instance {instance:x} not delivered: {reason}");
+        info!("{n} message(s) to {identity} instance {instance:x} handed back: {cause}");
         for (id, payload) in rec.send.drain() {
             self.events.push_back(Event::SessionFailed {
                 identity: identity.clone(),
                 instance,
                 id,
                 payload,
-                reason: reason.clone(),
+                cause,
             });
         }
     }
@@ -1517,7 +1556,11 @@ impl Engine {
         let Some(c) = self.conns.get_mut(index) else {
             return;
         };
-        if c.state != ConnState::Active {
+        let budget = self.cfg.outbound_low_water.max(1);
+        if !c.unframed
+            || c.state != ConnState::Active
+            || c.bufs.as_ref().is_some_and(|b| b.out.len() >= budget)
+        {
             return;
         }
         let send = match c.role {
@@ -1525,10 +1568,6 @@ impl Engine {
             Role::Client { client, .. } => &mut self.clients[client as usize].send,
             _ => return,
         };
-        let budget = self.cfg.outbound_low_water.max(1);
-        if !send.has_unframed() || c.bufs.as_ref().is_some_and(|b| b.out.len() >= budget) {
-            return;
-        }
         let pool = &mut self.pool;
         let out = &mut c.bufs.get_or_insert_with(|| pool.take()).out;
         if out.is_empty() {
@@ -1543,6 +1582,7 @@ impl Engine {
                 warn!("c{index}: message {id} not framed: {e}");
             }
         }
+        c.unframed = send.has_unframed();
         // The budget is far below the cap (`Config::validate`): this never drops the peer.
         self.after_queue(index);
     }
@@ -1550,6 +1590,9 @@ impl Engine {
     /// Bytes waiting for the connection: framed ones plus messages not framed yet.
     fn backlog(&self, c: &Conn) -> usize {
         let framed = c.bufs.as_ref().map_or(0, |b| b.out.len());
+        if !c.unframed {
+            return framed;
+        }
         let unframed = match (c.state, c.role) {
             (ConnState::Active, Role::Server { record: Some(r) }) => {
                 self.records[r as usize].send.unframed_bytes()
@@ -1595,7 +1638,8 @@ impl Engine {
             warn!("{id}: dropped: {queued} bytes queued for a peer that does not read");
             let reason = Reason::new(Code::SLOW_CONSUMER, "outbound cap exceeded");
             self.finish(index, reason, Lost::Failed);
-        } else {
+        } else if !c.congested && (queued > self.cfg.outbound_high_water || c.unframed) {
+            // Queueing only adds: it can make a connection congested, never relieve one.
             self.check_water(index);
         }
     }
@@ -1771,11 +1815,7 @@ impl Engine {
             if !same_client {
                 // Another instance takes the identity over: what was still to be sent to the
                 // previous one goes back to the application, which may send it to this one.
-                let reason = Reason::new(
-                    Code::REPLACED,
-                    "another instance of this identity logged in",
-                );
-                self.fail_pending(cur as usize, &reason);
+                self.fail_pending(cur as usize, FailCause::Replaced);
             }
         }
         let key_hash = self.instance_hash(&hello.identity, hello.instance);
@@ -1839,8 +1879,10 @@ impl Engine {
             idle_timeout_ms: duration_ms(self.cfg.idle_timeout),
             max_frame_len: self.cfg.max_frame_len,
         };
+        let unframed = !self.records[record as usize].send.is_empty();
         let c = &mut self.conns[index];
         c.state = ConnState::Active;
+        c.unframed = unframed;
         c.role = Role::Server {
             record: Some(record),
         };
@@ -1908,8 +1950,10 @@ impl Engine {
                 });
             }
         }
+        let unframed = !self.clients[ci].send.is_empty();
         let c = &mut self.conns[index];
         c.state = ConnState::Active;
+        c.unframed = unframed;
         c.deadline = None;
         c.role = Role::Client {
             client: ci as u32,
@@ -2215,14 +2259,18 @@ impl Engine {
         if let Some(old) = k.timer.take() {
             self.wheel.cancel(old);
         }
-        let next_server = k.servers.get(next).copied();
+        let retry = k.servers.get(next).map(|&server| {
+            Box::new(Retry {
+                after: delay,
+                server,
+            })
+        });
         self.events.push_back(Event::ClientState {
             client: self.client_id(ci),
             state: ClientState::Backoff,
             server: lost,
-            next_server,
             reason: Some(reason),
-            retry_in: Some(delay),
+            retry,
         });
         if at_once {
             // Moved by GOAWAY: not even a tick of delay.
@@ -2272,9 +2320,8 @@ impl Engine {
             client: self.client_id(ci),
             state,
             server,
-            next_server: None,
             reason,
-            retry_in: None,
+            retry: None,
         });
     }
 }
@@ -2572,5 +2619,8 @@ mod tests {
         assert!(conn <= 64, "{conn}");
         assert!(record <= 96, "{record}");
         assert!(client <= 136, "{client}");
+        // Every queued event is as large as the largest kind: rare, large ones are boxed,
+        // since each heartbeat queues one (an RTT).
+        assert!(event <= 96, "{event}");
     }
 }

@@ -373,9 +373,9 @@ fn reconnect_storm_of_thousands_all_get_in() {
                 } => connects.push(Instant::now()),
                 Event::ClientState {
                     state: ClientState::Backoff,
-                    retry_in: Some(d),
+                    retry: Some(r),
                     ..
-                } => delays.push(d),
+                } => delays.push(r.after),
                 _ => {}
             };
             reactor

@@ -315,8 +315,8 @@ fn graceful_shutdown_sends_goaway_and_clients_move_at_once() {
         .events
         .iter()
         .filter(|e| {
-            matches!(e, Event::ClientState { state: ClientState::Backoff, reason: Some(r), retry_in: Some(d), .. }
-                if r.code == Code::SHUTTING_DOWN && d.is_zero())
+            matches!(e, Event::ClientState { state: ClientState::Backoff, reason: Some(r), retry: Some(next), .. }
+                if r.code == Code::SHUTTING_DOWN && next.after.is_zero())
         })
         .count();
     assert_eq!(goaways, ids.len());

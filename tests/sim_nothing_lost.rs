@@ -8,7 +8,7 @@ mod common;
 use bytes::{Bytes, BytesMut};
 use common::*;
 use liveline::codec::Encoder;
-use liveline::engine::{ClientState, ConnId, Event, SendError};
+use liveline::engine::{ClientState, ConnId, Event, FailCause, SendError};
 use liveline::frame::{Code, Frame};
 use liveline::sim::{NodeId, Sim};
 use std::collections::VecDeque;
@@ -124,13 +124,13 @@ fn a_message_to_a_replaced_instance_is_handed_back_and_reaches_the_new_one() {
             instance: 0xB0B1,
             id: i,
             payload,
-            reason,
-        } if identity.as_str() == "bob" && *i == id => Some((payload.clone(), reason.code)),
+            cause,
+        } if identity.as_str() == "bob" && *i == id => Some((payload.clone(), *cause)),
         _ => None,
     });
     let (payload, code) = failed.expect("the unacknowledged message is handed back");
     assert_eq!(&payload[..], b"for bob");
-    assert_eq!(code, Code::REPLACED);
+    assert_eq!(code, FailCause::Replaced);
     w.sim.run_for(10 * MS);
     assert!(frames_in(w.sim.raw_received(first))
         .iter()
@@ -298,6 +298,7 @@ fn a_server_application_learns_every_outcome_of_its_messages() {
                 identity,
                 id,
                 payload,
+                cause: FailCause::Expired,
                 ..
             } if identity.as_str() == "fay" && *id == two => Some(payload.clone()),
             _ => None,
@@ -328,7 +329,7 @@ fn a_server_application_learns_every_outcome_of_its_messages() {
     w.sim.engine(server).shutdown(now);
     w.sim.run_for(10 * MS);
     let handed_back = w.sim.events(server).iter().any(|e| {
-        matches!(e, Event::SessionFailed { id, reason, .. } if *id == three && reason.code == Code::SHUTTING_DOWN)
+        matches!(e, Event::SessionFailed { id, cause: FailCause::ShuttingDown, .. } if *id == three)
     });
     assert!(handed_back);
 }
@@ -344,9 +345,9 @@ fn backoff_names_the_server_lost_and_the_next_one() {
         Event::ClientState {
             state: ClientState::Backoff,
             server,
-            next_server,
+            retry: Some(next),
             ..
-        } => Some((*server, *next_server)),
+        } => Some((*server, Some(next.server))),
         _ => None,
     });
     assert_eq!(backoff, Some((Some(w.addrs[0]), Some(w.addrs[1]))));

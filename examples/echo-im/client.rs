@@ -80,9 +80,8 @@ pub fn describe(event: &Event, dedup: &mut Dedup) -> Option<String> {
         Event::ClientState {
             state,
             server,
-            next_server,
             reason,
-            retry_in,
+            retry,
             ..
         } => {
             let name = |s: &Option<SocketAddr>| s.map_or("?".to_string(), |s| s.to_string());
@@ -92,8 +91,8 @@ pub fn describe(event: &Event, dedup: &mut Dedup) -> Option<String> {
                 ClientState::Backoff => Some(format!(
                     "connection to {} lost ({why}); reconnecting in {} ms to {}",
                     name(server),
-                    retry_in.unwrap_or_default().as_millis(),
-                    name(next_server)
+                    retry.as_ref().map_or(0, |r| r.after.as_millis()),
+                    name(&retry.as_ref().map(|r| r.server))
                 )),
                 ClientState::Closed => Some(format!("stopped ({why})")),
                 ClientState::Connecting | ClientState::Handshaking => None,

@@ -58,12 +58,12 @@ impl Chat {
             Event::SessionFailed {
                 identity,
                 payload,
-                reason,
+                cause,
                 ..
             } => {
                 // Never acknowledged by the instance it went to (another one logged in, or
                 // the record expired): the user gets it on their current session, or later.
-                info!("re-sending a message {identity} did not acknowledge ({reason})");
+                info!("re-sending a message {identity} did not acknowledge ({cause})");
                 self.deliver(engine, identity.as_str(), payload, now);
             }
             Event::SessionClosed {
