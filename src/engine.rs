@@ -899,11 +899,15 @@ impl Engine {
         self.queue_frame(index, &Frame::Hello(Box::new(hello)));
     }
 
-    /// The outbound connection `conn` could not be established.
-    pub fn handle_connect_failed(&mut self, conn: ConnId, now: Instant) {
+    /// The outbound connection `conn` could not be established; `why` says what the
+    /// operating system said (it becomes the text of the Backoff event's reason).
+    pub fn handle_connect_failed(&mut self, conn: ConnId, why: &str, now: Instant) {
         self.set_now(now);
         if self.live(conn) {
-            let reason = Reason::new(Code::NO_ERROR, "connect failed");
+            let reason = Reason {
+                code: Code::NO_ERROR,
+                text: Text::from(format!("connect failed: {why}")),
+            };
             self.finish(conn.index as usize, reason, Lost::Failed);
         }
     }
@@ -1390,8 +1394,25 @@ impl Engine {
     pub fn close_client(&mut self, client: ClientId, now: Instant) {
         self.set_now(now);
         if let Some(ci) = self.client_index(client) {
-            self.stop_client(ci, Reason::new(Code::NO_ERROR, "closed by application"));
+            self.stop_client(ci, Reason::new(Code::NO_ERROR, "client closed"));
         }
+    }
+
+    /// Client side: in [`ClientState::Backoff`], makes the next attempt now instead of at the
+    /// end of the delay. `Ok(false)` if the client is not backing off (it is connecting or
+    /// connected already); `Err(SendError::Gone)` if it is closed.
+    pub fn retry_now(&mut self, client: ClientId, now: Instant) -> Result<bool, SendError> {
+        self.set_now(now);
+        let ci = self.client_index(client).ok_or(SendError::Gone)?;
+        let k = &mut self.clients[ci];
+        if k.state != ClientState::Backoff {
+            return Ok(false);
+        }
+        if let Some(t) = k.timer.take() {
+            self.wheel.cancel(t);
+        }
+        self.start_connect(ci);
+        Ok(true)
     }
 
     /// Client side: a status snapshot as of the engine's clock (the last `handle_*` or
@@ -1491,7 +1512,8 @@ impl Engine {
     /// state only while the id stays the same: they must differ between servers, not just
     /// within one, so they are drawn at random rather than counted.
     fn new_session_id(&mut self) -> u64 {
-        self.rng.next_u64()
+        // Never 0: a client takes 0 for "no session to resume".
+        self.ids.next_u64().max(1)
     }
 
     fn window(&self) -> Window {
@@ -1635,7 +1657,7 @@ impl Engine {
         }
         let queued = c.bufs.as_ref().map_or(0, |b| b.out.len());
         if queued > cap {
-            warn!("{id}: dropped: {queued} bytes queued for a peer that does not read");
+            debug!("{id}: dropped: {queued} bytes queued for a peer that does not read");
             let reason = Reason::new(Code::SLOW_CONSUMER, "outbound cap exceeded");
             self.finish(index, reason, Lost::Failed);
         } else if !c.congested && (queued > self.cfg.outbound_high_water || c.unframed) {
@@ -1809,7 +1831,7 @@ impl Engine {
                 } else {
                     Reason::new(Code::REPLACED, "logged in elsewhere")
                 };
-                info!("{old}: session of {} replaced by {conn}", hello.identity);
+                debug!("{old}: session of {} replaced by {conn}", hello.identity);
                 self.go_away(old.index as usize, reason);
             }
             if !same_client {
@@ -1901,7 +1923,7 @@ impl Engine {
     }
 
     fn reject(&mut self, index: usize, reason: Reason) {
-        info!("{}: handshake refused: {reason}", self.id_of(index));
+        debug!("{}: handshake refused: {reason}", self.id_of(index));
         self.queue_frame(index, &Frame::Reject(reason.clone()));
         self.linger(index, reason);
     }
@@ -1942,7 +1964,7 @@ impl Engine {
         let client = self.client_id(ci);
         for id in too_large {
             if let Some(payload) = self.clients[ci].send.take(id) {
-                warn!("{client}: message {id} is larger than the server accepts; failed");
+                debug!("{client}: message {id} is larger than the server accepts; failed");
                 self.events.push_back(Event::Failed {
                     client,
                     id,
@@ -1961,6 +1983,9 @@ impl Engine {
         };
         self.rearm(index);
         self.client_event(ci, ClientState::Active, None);
+        // A first round trip right away, so that the application has an RTT (and a check
+        // of the path) without waiting a ping interval.
+        self.queue_frame(index, &Frame::Ping(self.now_us()));
         self.pump(index);
     }
 
@@ -1985,13 +2010,14 @@ impl Engine {
 
     /// Sends ERROR and closes after flushing (bounded by the linger time).
     fn fail_with_error(&mut self, index: usize, reason: Reason) {
-        warn!("{}: closing: {reason}", self.id_of(index));
+        // The application hears of it (SessionClosed, or the client's Backoff) and logs it.
+        debug!("{}: closing: {reason}", self.id_of(index));
         self.queue_frame(index, &Frame::Error(reason.clone()));
         self.linger(index, reason);
     }
 
     fn go_away(&mut self, index: usize, reason: Reason) {
-        info!("{}: going away: {reason}", self.id_of(index));
+        debug!("{}: going away: {reason}", self.id_of(index));
         self.queue_frame(index, &Frame::GoAway(reason.clone()));
         self.linger(index, reason);
     }
@@ -2041,7 +2067,7 @@ impl Engine {
                     rec.identity.clone()
                 });
                 if identity.is_some() {
-                    info!(
+                    debug!(
                         "{conn}: session of {} closed: {reason}",
                         identity.as_ref().map_or("", |t| t.as_str())
                     );
@@ -2146,7 +2172,7 @@ impl Engine {
                     // Bytes have waited, without one leaving, since the last write: the
                     // peer does not read (it may still ping). No ERROR could reach it.
                     let id = self.id_of(index);
-                    warn!("{id}: dropped: nothing could be written for the idle timeout");
+                    debug!("{id}: dropped: nothing could be written for the idle timeout");
                     let reason = Reason::new(
                         Code::SLOW_CONSUMER,
                         "peer read nothing for the idle timeout",
@@ -2161,7 +2187,7 @@ impl Engine {
                     // writes say (they only prove the bytes reached our kernel).
                     let reason =
                         Reason::new(Code::IDLE_TIMEOUT, "server silent for two ping intervals");
-                    warn!("{}: {reason}", self.id_of(index));
+                    debug!("{}: {reason}", self.id_of(index));
                     self.finish(index, reason, Lost::Failed);
                 } else {
                     // Microseconds since this engine's origin: the PONG's echo of it gives
@@ -2291,8 +2317,16 @@ impl Engine {
         }
         let id = self.client_id(ci);
         if let Some(conn) = self.clients[ci].conn.take() {
-            if self.live(conn) {
-                self.finish(conn.index as usize, reason.clone(), Lost::Quiet);
+            let index = conn.index as usize;
+            match self.conn(conn).map(|c| c.state) {
+                // Tell the server it is a close, not a crash: ERROR with the reason (code
+                // NO_ERROR when the application closed), flushed within the linger time.
+                Some(ConnState::Active) => {
+                    self.queue_frame(index, &Frame::Error(reason.clone()));
+                    self.linger(index, reason.clone());
+                }
+                Some(_) => self.finish(index, reason.clone(), Lost::Quiet),
+                None => {}
             }
         }
         let k = &mut self.clients[ci];

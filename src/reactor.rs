@@ -512,7 +512,8 @@ impl Reactor {
             TcpStream::connect(addr).and_then(|stream| self.add_socket(conn, stream, true, None));
         if let Err(e) = result {
             debug!("{conn}: connect to {addr}: {e}");
-            self.engine.handle_connect_failed(conn, self.now);
+            self.engine
+                .handle_connect_failed(conn, &e.to_string(), self.now);
             if is_fd_exhaustion(&e) {
                 warn!("connect to {addr}: {e}");
             }
@@ -581,7 +582,10 @@ impl Reactor {
     fn lost(&mut self, id: ConnId, loss: Loss) {
         self.remove_socket(id.index());
         match loss {
-            Loss::ConnectFailed => self.engine.handle_connect_failed(id, self.now),
+            Loss::ConnectFailed(e) => {
+                self.engine
+                    .handle_connect_failed(id, &e.to_string(), self.now)
+            }
             Loss::Closed => self.engine.handle_closed(id, self.now),
         }
     }
@@ -612,7 +616,7 @@ impl Reactor {
                 Ok(None) => {}
                 Ok(Some(e)) | Err(e) => {
                     debug!("{id}: connect failed: {e}");
-                    return self.lost(id, Loss::ConnectFailed);
+                    return self.lost(id, Loss::ConnectFailed(e));
                 }
             }
             match sock.stream.peer_addr() {
@@ -624,7 +628,7 @@ impl Reactor {
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
                 Err(e) => {
                     debug!("{id}: connect failed: {e}");
-                    return self.lost(id, Loss::ConnectFailed);
+                    return self.lost(id, Loss::ConnectFailed(e));
                 }
             }
         }
@@ -720,8 +724,8 @@ impl Drop for Reactor {
 
 /// How a socket was lost, for [`Reactor::lost`].
 enum Loss {
-    /// A connection attempt failed.
-    ConnectFailed,
+    /// A connection attempt failed, with the operating system's error.
+    ConnectFailed(io::Error),
     /// An established connection ended or failed.
     Closed,
 }

@@ -811,9 +811,11 @@ impl Sim {
                     None
                 };
                 let Some(server) = accepted else {
-                    return self.nodes[from]
-                        .touched()
-                        .handle_connect_failed(conn, self.now);
+                    return self.nodes[from].touched().handle_connect_failed(
+                        conn,
+                        "connection refused (simulated)",
+                        self.now,
+                    );
                 };
                 self.accepts.push((self.now, to));
                 let link = self.links.insert(Link {
@@ -834,9 +836,11 @@ impl Sim {
             }
             Action::Refused { from, conn } => {
                 if self.nodes[from].alive {
-                    self.nodes[from]
-                        .touched()
-                        .handle_connect_failed(conn, self.now);
+                    self.nodes[from].touched().handle_connect_failed(
+                        conn,
+                        "connection refused (simulated)",
+                        self.now,
+                    );
                 }
             }
         }

@@ -1,12 +1,12 @@
 //! The interactive line client: stdin is read on its own thread and handed to the loop
 //! through the reactor's `Handle`; everything is printed from the loop thread.
 
-use crate::proto::{Push, Request, MAX_TEXT};
+use crate::proto::{valid_name, Push, Request, MAX_TEXT, NAME_RULE};
 use bytes::Bytes;
 use hashbrown::HashSet;
 use liveline::config::Config;
 use liveline::engine::{ClientConfig, ClientId, ClientInfo, ClientState, Engine, Event};
-use liveline::frame::Text;
+use liveline::frame::{Code, Text};
 use liveline::reactor::{Handle, Reactor};
 use std::collections::VecDeque;
 use std::io::BufRead;
@@ -38,8 +38,9 @@ commands:
   :echo TEXT       have the server send TEXT back
   :users           who is online
   :info            connection details
+  :retry           reconnect now instead of waiting (an empty line does too)
   :help            this list
-  :q               quit";
+  :q               quit (Ctrl-D and Ctrl-C too): waits up to 5 s for what was sent";
 
 /// Remembers recently seen message origins so that a message resent to a second server
 /// during a failover is shown once.
@@ -120,10 +121,7 @@ pub fn describe(event: &Event, dedup: &mut Dedup) -> Option<String> {
                 Push::Notice(t) => Some(format!("* {t}")),
             }
         }
-        Event::Failed { payload, .. } => Some(format!(
-            "not delivered: {}",
-            String::from_utf8_lossy(payload)
-        )),
+        Event::Failed { payload, .. } => Some(format!("! not delivered: {}", as_typed(payload))),
         _ => None,
     }
 }
@@ -150,66 +148,251 @@ pub fn format_info(info: &ClientInfo) -> String {
     )
 }
 
+/// What a request looked like when the user typed it, for messages reported undelivered.
+pub fn as_typed(payload: &[u8]) -> String {
+    let text = String::from_utf8_lossy(payload);
+    match Request::parse(&text) {
+        Some(Request::Broadcast(t)) => t.to_string(),
+        Some(Request::Direct { to, text }) => format!(":to {to} {text}"),
+        Some(Request::Echo(t)) => format!(":echo {t}"),
+        Some(Request::Users) => ":users".to_string(),
+        None => text.into_owned(),
+    }
+}
+
+/// Sends a request, saying so when it has to wait for a connection.
 fn send(handle: &Handle, client: ClientId, request: String) {
     let _ = handle.run(move |engine, _now| {
-        if let Err(e) = engine.client_send_message(client, Bytes::from(request)) {
-            say!("! not sent: {e}");
+        let active = engine
+            .client_info(client)
+            .is_some_and(|i| i.state == ClientState::Active);
+        match engine.client_send_message(client, Bytes::from(request)) {
+            Ok(_) if !active => say!("(queued, will send when connected)"),
+            Ok(_) => {}
+            Err(e) => say!("! not sent: {e}"),
         }
     });
 }
 
-/// Reads commands until `:q` or end of input; at end of input, waits (at most 5 s) for
-/// everything sent to be acknowledged before quitting.
-fn read_stdin(handle: Handle, client: ClientId) {
-    let stdin = std::io::stdin();
-    for line in stdin.lock().lines() {
-        let Ok(line) = line else { break };
-        let line = line.trim_end();
-        if line.len() > MAX_TEXT {
-            say!("! not sent: {} bytes, at most {MAX_TEXT}", line.len());
-            continue;
-        }
-        let (cmd, rest) = line.split_once(' ').unwrap_or((line, ""));
-        match cmd {
-            "" => {}
-            ":q" | ":quit" => {
-                let _ = handle.shutdown();
-                return;
+/// What one typed line asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Input<'a> {
+    /// Send this request.
+    Send(Request<'a>),
+    /// Print this and send nothing.
+    Refuse(String),
+    Help,
+    Info,
+    Retry,
+    Quit,
+    /// An empty line: try to connect now if waiting to, else nothing.
+    Empty,
+}
+
+/// Reads one typed line (without its line end). Every line either sends something, or
+/// is answered with why not.
+pub fn parse_input(line: &str) -> Input<'_> {
+    if line.len() > MAX_TEXT {
+        return Input::Refuse(format!(
+            "! not sent: {} bytes, at most {MAX_TEXT}",
+            line.len()
+        ));
+    }
+    let trimmed = line.trim();
+    if trimmed.is_empty() {
+        return Input::Empty;
+    }
+    let Some(command) = trimmed.strip_prefix(':') else {
+        // Plain text goes to everyone, as typed (leading spaces included).
+        return Input::Send(Request::Broadcast(line.trim_end()));
+    };
+    let (cmd, rest) = command
+        .split_once(char::is_whitespace)
+        .map_or((command, ""), |(c, r)| (c, r.trim_start()));
+    match cmd {
+        "q" | "quit" => Input::Quit,
+        "help" => Input::Help,
+        "info" => Input::Info,
+        "retry" => Input::Retry,
+        "users" => Input::Send(Request::Users),
+        "echo" => Input::Send(Request::Echo(rest)),
+        "to" => {
+            let (to, text) = rest
+                .split_once(char::is_whitespace)
+                .map_or((rest, ""), |(to, text)| (to, text.trim_start()));
+            if to.is_empty() || text.is_empty() {
+                Input::Refuse("usage: :to NAME TEXT".to_string())
+            } else if !valid_name(to) {
+                Input::Refuse(format!(
+                    "! not sent: invalid user name {to:?} ({NAME_RULE})"
+                ))
+            } else {
+                Input::Send(Request::Direct { to, text })
             }
-            ":help" => say!("{HELP}"),
-            ":info" => {
+        }
+        other => Input::Refuse(format!("unknown command :{other}; :help lists them")),
+    }
+}
+
+/// Reads commands until `:q`, the end of input (Ctrl-D) or a signal, then quits gracefully.
+fn read_stdin(handle: Handle, client: ClientId, quit: mpsc::Sender<()>) {
+    let mut stdin = std::io::stdin().lock();
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match stdin.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            buf.pop();
+        }
+        let Ok(line) = std::str::from_utf8(&buf) else {
+            let at = std::str::from_utf8(&buf).map_or_else(|e| e.valid_up_to(), |_| 0);
+            say!("! not sent: the line is not valid UTF-8 (byte {})", at + 1);
+            continue;
+        };
+        match parse_input(line) {
+            Input::Send(request) => send(&handle, client, request.encode()),
+            Input::Refuse(why) => say!("{why}"),
+            Input::Help => say!("{HELP}"),
+            Input::Info => {
                 let _ = handle.run(move |engine, _| {
                     if let Some(info) = engine.client_info(client) {
                         say!("{}", format_info(&info));
                     }
                 });
             }
-            ":users" => send(&handle, client, Request::Users.encode()),
-            ":echo" => send(&handle, client, Request::Echo(rest).encode()),
-            ":to" => match rest.split_once(' ') {
-                Some((to, text)) => send(&handle, client, Request::Direct { to, text }.encode()),
-                None => say!("usage: :to NAME TEXT"),
-            },
-            c if c.starts_with(':') => say!("unknown command {c}; :help lists them"),
-            _ => send(&handle, client, Request::Broadcast(line).encode()),
+            Input::Retry | Input::Empty => {
+                let typed = matches!(parse_input(line), Input::Retry);
+                let _ = handle.run(move |engine, now| match engine.retry_now(client, now) {
+                    Ok(true) => say!("retrying now"),
+                    Ok(false) if typed => say!("not waiting to reconnect"),
+                    _ => {}
+                });
+            }
+            Input::Quit => break,
         }
     }
+    let _ = quit.send(());
+}
+
+/// Quits gracefully: waits (at most 5 s) for what was sent to be acknowledged, then closes
+/// the client, which reports anything still undelivered and tells the server it is a quit.
+fn quit_gracefully(handle: &Handle, client: ClientId) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         let (tx, rx) = mpsc::channel();
         let asked = handle.run(move |engine, _| {
             let _ = tx.send(engine.client_info(client).map_or(0, |i| i.unacked));
         });
-        if asked.is_err() || rx.recv_timeout(Duration::from_secs(1)) != Ok(0) {
-            std::thread::sleep(Duration::from_millis(50));
-            continue;
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(0) => break,
+            _ if asked.is_err() => return,
+            _ => std::thread::sleep(Duration::from_millis(50)),
         }
-        break;
     }
-    let _ = handle.shutdown();
+    let _ = handle.run(move |engine, now| engine.close_client(client, now));
 }
 
-pub fn run(opts: ClientOptions) -> std::io::Result<()> {
+/// Turns client events into lines, with what a person needs: a lost connection only for
+/// a connection that existed, one line when every server is down, final stops said once.
+struct Screen {
+    dedup: Dedup,
+    servers: usize,
+    connected: bool,
+    failed: usize,
+    all_down_said: bool,
+    exit: i32,
+}
+
+impl Screen {
+    fn on_event(&mut self, engine: &mut Engine, event: &Event, now: Instant) {
+        match event {
+            Event::ClientState {
+                state: ClientState::Active,
+                server,
+                ..
+            } => {
+                self.connected = true;
+                self.failed = 0;
+                self.all_down_said = false;
+                say!("connected to {}", addr(server));
+            }
+            Event::ClientState {
+                state: ClientState::Backoff,
+                server,
+                reason,
+                retry,
+                ..
+            } => {
+                let why = reason
+                    .as_ref()
+                    .map_or(String::new(), |r| r.text.to_string());
+                let (wait, next) = retry
+                    .as_ref()
+                    .map_or((Duration::ZERO, None), |r| (r.after, Some(r.server)));
+                if std::mem::take(&mut self.connected) {
+                    say!(
+                        "connection to {} lost ({why}); reconnecting in {} ms to {}",
+                        addr(server),
+                        wait.as_millis(),
+                        addr(&next)
+                    );
+                } else {
+                    self.failed += 1;
+                    if self.failed >= self.servers && !self.all_down_said {
+                        self.all_down_said = true;
+                        say!(
+                            "all servers down (last: {} {why}); retrying in {:.1} s, :retry to try now",
+                            addr(server),
+                            wait.as_secs_f64()
+                        );
+                    }
+                }
+            }
+            Event::ClientState {
+                state: ClientState::Closed,
+                reason,
+                ..
+            } => {
+                let code = reason.as_ref().map_or(Code::NO_ERROR, |r| r.code);
+                if code == Code::NO_ERROR {
+                    say!("bye");
+                } else {
+                    let why = reason.as_ref().map_or(String::new(), |r| r.to_string());
+                    let what = match code {
+                        Code::REPLACED => "logged in elsewhere",
+                        Code::AUTH_FAILED => "login refused (bad token)",
+                        Code::INVALID_IDENTITY => "login refused (invalid user name)",
+                        Code::UNSUPPORTED_VERSION => "the server speaks another protocol version",
+                        _ => "stopped",
+                    };
+                    say!("stopped: {what} ({why})");
+                    self.exit = 1;
+                }
+                // Nothing more will happen: end the loop (after the last frames flush).
+                engine.shutdown(now);
+            }
+            Event::Failed { payload, .. } => {
+                say!("! not delivered: {}", as_typed(payload));
+            }
+            other => {
+                if let Some(line) = describe(other, &mut self.dedup) {
+                    say!("{line}");
+                }
+            }
+        }
+    }
+}
+
+fn addr(a: &Option<SocketAddr>) -> String {
+    a.map_or("?".to_string(), |a| a.to_string())
+}
+
+/// Runs the interactive client; returns the process's exit code (0 after a quit, 1 after
+/// a final stop by a server).
+pub fn run(opts: ClientOptions) -> std::io::Result<i32> {
     let mut reactor = Reactor::new(opts.engine.clone())?;
     let now = Instant::now();
     let client = reactor.engine().add_client(
@@ -223,12 +406,62 @@ pub fn run(opts: ClientOptions) -> std::io::Result<()> {
     )?;
     say!("{} here; :help lists the commands", opts.user);
     let handle = reactor.handle();
-    std::thread::spawn(move || read_stdin(handle, client));
-    let mut dedup = Dedup::new(10_000);
-    let mut handler = |_: &mut Engine, event: Event, _: Instant| {
-        if let Some(line) = describe(&event, &mut dedup) {
-            say!("{line}");
+    let (quit_tx, quit_rx) = mpsc::channel();
+    let stdin_handle = handle.clone();
+    let stdin_quit = quit_tx.clone();
+    std::thread::spawn(move || read_stdin(stdin_handle, client, stdin_quit));
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])?;
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            let _ = quit_tx.send(());
         }
+    });
+    // Ctrl-C, Ctrl-D and :q all end here: one graceful quit.
+    let quit_handle = handle.clone();
+    std::thread::spawn(move || {
+        if quit_rx.recv().is_ok() {
+            quit_gracefully(&quit_handle, client);
+        }
+    });
+    let mut screen = Screen {
+        dedup: Dedup::new(10_000),
+        servers: opts.servers.len(),
+        connected: false,
+        failed: 0,
+        all_down_said: false,
+        exit: 0,
     };
-    reactor.run(&mut handler)
+    let mut handler = |engine: &mut Engine, event: Event, now: Instant| {
+        screen.on_event(engine, &event, now);
+    };
+    reactor.run(&mut handler)?;
+    Ok(screen.exit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_line_sends_or_says_why_not() {
+        assert_eq!(parse_input("  hi"), Input::Send(Request::Broadcast("  hi")));
+        assert_eq!(
+            parse_input(":to  bob  hi there"),
+            Input::Send(Request::Direct {
+                to: "bob",
+                text: "hi there"
+            })
+        );
+        assert!(
+            matches!(parse_input(":to bad/name hi"), Input::Refuse(w) if w.contains("invalid user name"))
+        );
+        assert!(matches!(parse_input(":to bob"), Input::Refuse(w) if w.starts_with("usage")));
+        assert!(matches!(parse_input(":frobnicate"), Input::Refuse(w) if w.contains(":help")));
+        assert_eq!(parse_input("   "), Input::Empty);
+        assert_eq!(parse_input(" :q "), Input::Quit);
+        assert_eq!(as_typed(b"T bob lost 2"), ":to bob lost 2");
+    }
 }

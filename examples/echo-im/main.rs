@@ -125,16 +125,17 @@ struct ServerArgs {
 
 #[derive(Args)]
 struct ClientArgs {
-    /// Your user name (1-32 of a-z A-Z 0-9 - _ .).
+    /// Your user name: 1-32 of a-z A-Z 0-9 - _ . (checked before connecting).
     #[arg(long)]
     user: String,
-    /// Servers in order of preference, comma separated.
+    /// Servers in order of preference, comma separated, each HOST:PORT (host names are
+    /// resolved at start).
     #[arg(
         long,
         value_delimiter = ',',
         default_value = "127.0.0.1:9000,127.0.0.1:9001"
     )]
-    servers: Vec<SocketAddr>,
+    servers: Vec<String>,
     #[command(flatten)]
     timing: ClientTiming,
     /// Token to present to the server.
@@ -142,10 +143,9 @@ struct ClientArgs {
     token: Option<String>,
 }
 
-fn init_log(level: Option<LevelFilter>) {
-    let level = level
-        .or_else(|| std::env::var("RUST_LOG").ok()?.parse().ok())
-        .unwrap_or(LevelFilter::Info);
+/// Logs to stderr at the level of `--log`, else `RUST_LOG`, else `default`.
+fn init_log(flag: Option<LevelFilter>, default: LevelFilter) {
+    let level = flag.or_else(env_level).unwrap_or(default);
     let config = ConfigBuilder::new()
         .set_time_format_rfc3339()
         .set_target_level(LevelFilter::Off)
@@ -153,6 +153,27 @@ fn init_log(level: Option<LevelFilter>) {
         .build();
     // Logs go to stderr; stdout carries the program's own output.
     let _ = TermLogger::init(level, config, TerminalMode::Stderr, ColorChoice::Never);
+}
+
+/// The first address `host:port` resolves to, or why it does not.
+fn resolve(server: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let what = format!("--servers: {server:?}");
+    match server.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("{what}: no address found")),
+        Err(e) => Err(format!("{what}: {e} (expected HOST:PORT)")),
+    }
+}
+
+/// The level `RUST_LOG` asks for: a level (`debug`), or `target=level` pairs separated by
+/// commas (`liveline=debug`), of which the most verbose is used.
+fn env_level() -> Option<LevelFilter> {
+    let spec = std::env::var("RUST_LOG").ok()?;
+    spec.split(',')
+        .filter_map(|part| part.rsplit('=').next()?.trim().parse::<LevelFilter>().ok())
+        .max()
 }
 
 /// A flag value that cannot work: said once, exit code 2 (as for any bad argument).
@@ -165,7 +186,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Demo) {
         Command::Server(a) => {
-            init_log(cli.log);
+            init_log(cli.log, LevelFilter::Info);
             let engine = a.timing.config().unwrap_or_else(|e| refuse(&e));
             server::run(server::ServerOptions {
                 listen: a.listen,
@@ -177,16 +198,40 @@ fn main() {
             })
         }
         Command::Client(a) => {
-            init_log(cli.log.or(Some(LevelFilter::Warn)));
+            // Errors only: everything else the user needs is printed as it happens.
+            init_log(cli.log, LevelFilter::Error);
             let engine = a.timing.config().unwrap_or_else(|e| refuse(&e));
-            client::run(client::ClientOptions {
+            if !proto::valid_name(&a.user) {
+                refuse(&format!(
+                    "--user: {:?} is not a valid name ({})",
+                    a.user,
+                    proto::NAME_RULE
+                ));
+            }
+            let servers = a
+                .servers
+                .iter()
+                .map(|s| resolve(s))
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap_or_else(|e| refuse(&e));
+            match client::run(client::ClientOptions {
                 user: a.user,
-                servers: a.servers,
+                servers,
                 engine,
                 token: a.token,
-            })
+            }) {
+                Ok(code) => std::process::exit(code),
+                Err(e) => Err(e),
+            }
         }
-        Command::Demo => demo::run(),
+        Command::Demo => {
+            if std::env::args().len() <= 1 {
+                println!(
+                    "echo-im: no command given: running the demo (echo-im --help lists the others)"
+                );
+            }
+            demo::run()
+        }
     };
     if let Err(e) = result {
         eprintln!("echo-im: {e}");

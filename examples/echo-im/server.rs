@@ -118,6 +118,9 @@ impl Chat {
                             .filter(|u| **u != from)
                             .cloned()
                             .collect();
+                        if others.is_empty() {
+                            self.notice(engine, &from, "nobody else is online", now);
+                        }
                         for user in others {
                             self.deliver(engine, &user, push.clone(), now);
                         }
@@ -128,7 +131,12 @@ impl Chat {
                             let why = format!("invalid user name: {to} ({NAME_RULE})");
                             self.notice(engine, &from, &why, now);
                         } else {
+                            let online = self.online.contains_key(to);
                             self.deliver(engine, to, push, now);
+                            if !online {
+                                let why = format!("held for {to} (offline)");
+                                self.notice(engine, &from, &why, now);
+                            }
                         }
                     }
                     Some(Request::Echo(t)) => {
@@ -251,13 +259,13 @@ pub fn run(opts: ServerOptions) -> std::io::Result<()> {
             _ => Ok(()),
         }
     }));
-    let addr = reactor.listen(
-        opts.listen,
-        ListenConfig {
-            max_per_ip: opts.max_per_ip,
-            ..ListenConfig::default()
-        },
-    )?;
+    let listen = ListenConfig {
+        max_per_ip: opts.max_per_ip,
+        ..ListenConfig::default()
+    };
+    let addr = reactor.listen(opts.listen, listen).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", opts.listen))
+    })?;
     // Printed on stdout so that scripts (and the demo) know the server is up.
     println!("listening on {addr}");
     let handle = reactor.handle();

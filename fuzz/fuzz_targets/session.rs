@@ -97,7 +97,7 @@ fuzz_target!(|ops: Vec<Op>| {
             }
             Op::ConnectFailed => {
                 if let Some(c) = client_conn {
-                    engine.handle_connect_failed(c, now);
+                    engine.handle_connect_failed(c, "refused", now);
                 }
             }
             Op::PeerClosed { conn } => {
