@@ -360,15 +360,21 @@ impl Screen {
                 if code == Code::NO_ERROR {
                     say!("bye");
                 } else {
-                    let why = reason.as_ref().map_or(String::new(), |r| r.to_string());
+                    let text = reason.as_ref().map_or("", |r| r.text.as_str());
                     let what = match code {
                         Code::REPLACED => "logged in elsewhere",
-                        Code::AUTH_FAILED => "login refused (bad token)",
-                        Code::INVALID_IDENTITY => "login refused (invalid user name)",
+                        Code::AUTH_FAILED => "login refused",
+                        Code::INVALID_IDENTITY => "login refused",
                         Code::UNSUPPORTED_VERSION => "the server speaks another protocol version",
-                        _ => "stopped",
+                        _ => "stopped by the server",
                     };
-                    say!("stopped: {what} ({why})");
+                    let name = code.name().unwrap_or("error");
+                    // The server's own words when they add something, and the code to quote.
+                    if text.is_empty() || text == what {
+                        say!("stopped: {what} ({name})");
+                    } else {
+                        say!("stopped: {what}: {text} ({name})");
+                    }
                     self.exit = 1;
                 }
                 // Nothing more will happen: end the loop (after the last frames flush).
