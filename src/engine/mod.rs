@@ -44,469 +44,35 @@
 //! ```
 
 use crate::codec::{DecodeError, Decoder, EncodeError, Encoder};
-use crate::config::{Config, ConfigError, DuplicateLogin};
+use crate::config::{Config, ConfigError};
 use crate::frame::{
     Code, Frame, Hello, Reason, Text, Welcome, MAX_IDENTITY_LEN, MIN_FRAME_LIMIT, PROTOCOL_VERSION,
 };
 use crate::idle::{IdleConfig, IdleKind, IdleTracker};
 use crate::reliable::{RecvState, SendQueue, Window};
+mod conn;
+mod event;
+mod handle;
+mod store;
+
+pub use event::{
+    ClientConfig, ClientInfo, ClientState, Event, FailCause, HelloHook, Retry, SendError,
+};
+pub use handle::{ClientId, ConnId, Io};
+
 use crate::rng::Rng;
 use crate::time::{Clock, Tick};
 use crate::wheel::{TimerKey, Wheel};
 use bytes::{Buf, Bytes, BytesMut};
-use hashbrown::{DefaultHashBuilder, HashTable};
-use log::{debug, info, warn};
+use conn::{Conn, ConnState, Pool, Role, RX_CHUNK};
+use log::{debug, warn};
 use slab::Slab;
 use std::collections::VecDeque;
-use std::fmt;
-use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Names a connection of an engine. Stale ids (the connection is gone, its slot reused) are
-/// recognised by the generation and ignored.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub struct ConnId {
-    index: u32,
-    /// Never zero, so that an `Option<ConnId>` costs no more than a `ConnId`.
-    gen: NonZeroU32,
-}
-
-impl ConnId {
-    /// The slot index (dense, reused after the connection is gone). Drivers use it to
-    /// index their own per-connection tables.
-    pub fn index(self) -> usize {
-        self.index as usize
-    }
-
-    /// The generation that tells this connection from others that used the same slot.
-    pub fn generation(self) -> u32 {
-        self.gen.get()
-    }
-}
-
-impl fmt::Display for ConnId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "c{}.{}", self.index, self.gen)
-    }
-}
-
-/// Names a client record of an engine (which outlives its connections).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub struct ClientId {
-    index: u32,
-    gen: NonZeroU32,
-}
-
-impl fmt::Display for ClientId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "k{}.{}", self.index, self.gen)
-    }
-}
-
-/// What the driver must do with sockets.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Io {
-    /// Open a non-blocking connection to `addr` for `conn`; report the outcome with
-    /// [`Engine::handle_connected`] or [`Engine::handle_connect_failed`].
-    Connect {
-        /// The engine's id for the new connection.
-        conn: ConnId,
-        /// Where to connect.
-        addr: SocketAddr,
-    },
-    /// Close the socket of `conn`; the engine has forgotten it.
-    Close {
-        /// The connection.
-        conn: ConnId,
-    },
-}
-
-/// The state of a client record, as reported in [`Event::ClientState`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClientState {
-    /// A connection attempt is under way.
-    Connecting,
-    /// Connected; HELLO sent, waiting for WELCOME.
-    Handshaking,
-    /// WELCOME received: messages flow.
-    Active,
-    /// Waiting before the next attempt.
-    Backoff,
-    /// Stopped for good.
-    Closed,
-}
-
-/// Application events, drained with [`Engine::poll_event`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
-    /// Server side: a client completed the handshake.
-    SessionOpened {
-        /// The connection.
-        conn: ConnId,
-        /// The HELLO identity.
-        identity: Text,
-        /// The HELLO instance.
-        instance: u64,
-        /// The session id sent in WELCOME.
-        session: u64,
-    },
-    /// Server side: a connection ended (handshake or not), with why.
-    SessionClosed {
-        /// The connection.
-        conn: ConnId,
-        /// The identity, if the handshake had completed.
-        identity: Option<Text>,
-        /// Why it ended.
-        reason: Reason,
-    },
-    /// Server side: a reliable message from a client, handed over exactly once per
-    /// session record and acknowledged.
-    Message {
-        /// The connection it came on.
-        conn: ConnId,
-        /// The sending client's HELLO instance. With `id` it names the message across
-        /// servers: a client that fails over resends what was not acknowledged, so an
-        /// application merging several servers' streams deduplicates by `(instance, id)`.
-        instance: u64,
-        /// The client's message id.
-        id: u64,
-        /// The payload.
-        payload: Bytes,
-    },
-    /// Server side: the client acknowledged message `id` sent with
-    /// [`Engine::send_message`]; it was handed to the client's application.
-    SessionAcked {
-        /// The connection the acknowledgement came on.
-        conn: ConnId,
-        /// The client's identity.
-        identity: Text,
-        /// The message id `send_message` returned.
-        id: u64,
-    },
-    /// Server side: message `id` sent with [`Engine::send_message`] will never be
-    /// acknowledged by the client instance it was sent to, and this engine will not send it
-    /// again: another instance of the identity logged in, the session record expired, or
-    /// the server shut down. The payload is handed back so that the application can send
-    /// it again (to the identity's new session, say) or report it. It may have reached the
-    /// client without its ACK coming back.
-    SessionFailed {
-        /// The identity it was addressed to.
-        identity: Text,
-        /// The client instance it was addressed to.
-        instance: u64,
-        /// The message id `send_message` returned.
-        id: u64,
-        /// The payload, handed back.
-        payload: Bytes,
-        /// Why it will not be delivered by this engine.
-        cause: FailCause,
-    },
-    /// Server side: DATA from a client.
-    Data {
-        /// The connection.
-        conn: ConnId,
-        /// The payload.
-        payload: Bytes,
-    },
-    /// Client side: the client changed state.
-    ClientState {
-        /// The client.
-        client: ClientId,
-        /// Its new state.
-        state: ClientState,
-        /// The server concerned: connecting to, connected to, or, for
-        /// [`ClientState::Backoff`] and [`ClientState::Closed`], the one just lost (`None` if
-        /// there was no connection to lose, as when the local connection limit is reached).
-        server: Option<SocketAddr>,
-
-        /// Why it changed, when it was not the normal course.
-        reason: Option<Reason>,
-        /// For [`ClientState::Backoff`]: when and where the next attempt goes. (Boxed: it
-        /// is rare, and every event is as large as the largest.)
-        retry: Option<Box<Retry>>,
-    },
-    /// Client side: a reliable message from the server, handed over once.
-    ClientMessage {
-        /// The client.
-        client: ClientId,
-        /// The server's message id.
-        id: u64,
-        /// The payload.
-        payload: Bytes,
-    },
-    /// Client side: DATA from the server.
-    ClientData {
-        /// The client.
-        client: ClientId,
-        /// The payload.
-        payload: Bytes,
-    },
-    /// Client side: the server acknowledged message `id`; it will never be lost.
-    Acked {
-        /// The client.
-        client: ClientId,
-        /// The message id.
-        id: u64,
-    },
-    /// Client side: message `id` was never acknowledged and the client stopped (or the
-    /// server's frame limit is too small for it).
-    Failed {
-        /// The client.
-        client: ClientId,
-        /// The message id.
-        id: u64,
-        /// The payload, handed back.
-        payload: Bytes,
-    },
-    /// Client side: a PONG measured this round trip.
-    Rtt {
-        /// The client.
-        client: ClientId,
-        /// The round-trip time.
-        rtt: Duration,
-    },
-    /// Raw mode: bytes read from `conn`, as they came (no framing).
-    Raw {
-        /// The connection.
-        conn: ConnId,
-        /// The bytes. Dropping them promptly lets the engine reuse their memory.
-        data: Bytes,
-    },
-    /// Outbound bytes for `conn` crossed the high water mark (`congested: true`) or fell
-    /// back to the low water mark (`false`).
-    Backpressure {
-        /// The connection.
-        conn: ConnId,
-        /// Whether the application should hold back.
-        congested: bool,
-    },
-}
-
-/// The next attempt of a client in [`ClientState::Backoff`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Retry {
-    /// The delay before it (jittered; zero after a GOAWAY).
-    pub after: Duration,
-    /// The server it goes to.
-    pub server: SocketAddr,
-}
-
-/// Why a server-sent message was handed back in [`Event::SessionFailed`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FailCause {
-    /// Another instance of the identity logged in: the one the message went to is not
-    /// coming back (it was replaced, or its process restarted).
-    Replaced,
-    /// The session record expired (`Config::record_linger` after its client left, or
-    /// sooner when records outnumber `max_connections`).
-    Expired,
-    /// The engine is shutting down.
-    ShuttingDown,
-}
-
-impl fmt::Display for FailCause {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            FailCause::Replaced => "another instance of the identity logged in",
-            FailCause::Expired => "the session record expired",
-            FailCause::ShuttingDown => "the server is shutting down",
-        })
-    }
-}
-
-/// Why a send was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SendError {
-    /// The connection or client is gone.
-    Gone,
-    /// The session is not active (DATA is never queued).
-    NotActive,
-    /// Too many reliable messages (`Config::max_unacked`), or too many of their bytes
-    /// (`Config::max_unacked_bytes`), are unacknowledged: try again after an
-    /// acknowledgement.
-    WindowFull,
-    /// The payload does not fit in one frame.
-    TooLarge,
-}
-
-impl fmt::Display for SendError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SendError::Gone => "no such connection or client",
-            SendError::NotActive => "session not active",
-            SendError::WindowFull => "too many unacknowledged messages (or bytes)",
-            SendError::TooLarge => "payload exceeds the frame limit",
-        })
-    }
-}
-
-impl std::error::Error for SendError {}
-
-/// What a client needs to know to start.
-#[derive(Clone, Debug)]
-pub struct ClientConfig {
-    /// Identity sent in HELLO.
-    pub identity: Text,
-    /// Token sent in HELLO.
-    pub token: Bytes,
-    /// Servers in order of preference; the client fails over along this list.
-    pub servers: Vec<SocketAddr>,
-    /// The HELLO instance, which must differ between client processes (and between the
-    /// clients of one process that share an identity). `None` (the usual choice): the engine
-    /// draws one from the operating system's entropy source. Set it only to resume a
-    /// previous instance, e.g. one a process saved before it restarted.
-    pub instance: Option<u64>,
-}
-
-/// A snapshot of a client, for status displays.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClientInfo {
-    /// Current state.
-    pub state: ClientState,
-    /// The server connected to (or being tried).
-    pub server: Option<SocketAddr>,
-    /// Time since the current session became active.
-    pub uptime: Option<Duration>,
-    /// Last measured round trip.
-    pub rtt_last: Option<Duration>,
-    /// Mean of all measured round trips.
-    pub rtt_mean: Option<Duration>,
-    /// Time since the last read on the current connection.
-    pub since_read: Option<Duration>,
-    /// Time since the last write on the current connection.
-    pub since_write: Option<Duration>,
-    /// Sessions established after the first one.
-    pub reconnects: u32,
-    /// Reliable messages not yet acknowledged.
-    pub unacked: usize,
-}
-
-/// The application's verdict on a HELLO (authentication, identity rules).
-pub type HelloHook = Box<dyn FnMut(&Hello) -> Result<(), Reason>>;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ConnState {
-    Connecting,
-    AwaitHello,
-    AwaitWelcome,
-    Active,
-    Closing,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Role {
-    /// Accepted; the index of its session record once the handshake completed.
-    Server { record: Option<u32> },
-    /// Outbound for the client record at this index. `ping_ticks` is the session's ping
-    /// interval when the server's WELCOME asked for a shorter one than the configured
-    /// `ping_interval` (PROTOCOL.md 3.2); it lives here, not in the client record, because
-    /// every heartbeat reads it.
-    Client {
-        client: u32,
-        ping_ticks: Option<NonZeroU32>,
-    },
-    /// Accepted in raw mode: bytes in, bytes out, no frames and no session.
-    Raw,
-}
-
-/// A connection's receive buffer and decoder state (a partial frame) and its send buffer.
-/// Idle connections hold none; a connection takes a pair from the engine's pool when a
-/// partial frame arrives or bytes are queued, and gives it back when both are empty again,
-/// so that steady traffic allocates nothing and an idle connection carries no decoder.
-#[derive(Default)]
-struct Buffers {
-    inbuf: BytesMut,
-    /// Meaningful only while `inbuf` holds a partial frame; see `Engine::handle_read`.
-    decoder: Decoder,
-    out: BytesMut,
-}
-
-/// Size of the shared receive buffer's chunks.
-const RX_CHUNK: usize = 64 * 1024;
-
-/// Buffer pairs kept for reuse: enough for a full batch of timers (each may queue a PING),
-/// within a byte budget so that a burst of large writes does not stay pinned.
-const POOL_MAX: usize = MAX_FIRED;
-const POOL_BYTES_MAX: usize = 4 * 1024 * 1024;
-
-/// Buffer pairs waiting for reuse, boxed because the same boxes move into connections
-/// (`Option<Box<Buffers>>`, one word while idle) and back, without copying their contents.
-#[derive(Default)]
-struct Pool {
-    #[allow(clippy::vec_box)]
-    free: Vec<Box<Buffers>>,
-    /// Capacity held by `free`, against `POOL_BYTES_MAX`.
-    bytes: usize,
-}
-
-impl Pool {
-    fn take(&mut self) -> Box<Buffers> {
-        match self.free.pop() {
-            Some(b) => {
-                self.bytes -= b.capacity();
-                b
-            }
-            None => Box::default(),
-        }
-    }
-
-    /// Keeps `b` (emptied) if the pool has room for it; otherwise frees it.
-    fn give(&mut self, mut b: Box<Buffers>) {
-        let cap = b.capacity();
-        if self.free.len() < POOL_MAX && self.bytes + cap <= POOL_BYTES_MAX {
-            // A closed connection's pair may still hold a partial frame or unsent bytes.
-            b.inbuf.clear();
-            b.out.clear();
-            b.decoder = Decoder::default();
-            self.bytes += cap;
-            self.free.push(b);
-        }
-    }
-}
-
-impl Buffers {
-    fn capacity(&self) -> usize {
-        self.inbuf.capacity() + self.out.capacity()
-    }
-}
-
-// One cache line per connection: the slab's slots then never straddle two.
-#[repr(align(64))]
-struct Conn {
-    gen: NonZeroU32,
-    state: ConnState,
-    role: Role,
-    idle: IdleTracker,
-    /// Present only while bytes wait in either direction; see [`Buffers`].
-    bufs: Option<Box<Buffers>>,
-    /// Handshake, connect or linger deadline, by state.
-    deadline: Option<Tick>,
-    congested: bool,
-    /// Listed in `transmit` already.
-    pending_transmit: bool,
-    /// The session's send queue may hold messages not yet framed on this connection: only
-    /// then does a write that made room look at the queue (which lives elsewhere in
-    /// memory, a cache miss per connection on every heartbeat otherwise).
-    unframed: bool,
-}
-
-/// A server's memory of one client instance (identity and HELLO instance): who holds it and
-/// what was exchanged, across that instance's reconnects to this server.
-struct Record {
-    identity: Text,
-    instance: u64,
-    attempt: u32,
-    session: u64,
-    conn: Option<ConnId>,
-    recv: RecvState,
-    send: SendQueue,
-    /// 0 while a connection holds the record; otherwise the stamp of its entry in
-    /// `Engine::left`.
-    left_stamp: u64,
-}
+use store::{Admit, SessionStore};
 
 struct Client {
     gen: NonZeroU32,
@@ -592,24 +158,10 @@ pub struct Engine {
     wheel: Wheel,
     server_idle: IdleConfig,
     client_idle: IdleConfig,
-    /// `cfg.record_linger` in ticks.
-    record_linger: u32,
     conns: Slab<Conn>,
     clients: Slab<Client>,
-    records: Slab<Record>,
-    /// Records no connection holds, oldest first: (record, stamp, when it was left). They
-    /// are kept for `record_linger` so that a reconnecting client finds its duplicate and
-    /// resend state, and then forgotten, so that logins under ever new names cannot grow
-    /// memory without bound.
-    left: VecDeque<(u32, u64, Tick)>,
-    next_stamp: u64,
-    /// Record indices by (identity, instance); the identity itself is kept once, in the
-    /// record.
-    by_instance: HashTable<u32>,
-    /// Per identity, the record of its latest login: the only one that may hold a live
-    /// session or messages to send.
-    current: HashTable<u32>,
-    hasher: DefaultHashBuilder,
+    /// The server side's session records.
+    store: SessionStore,
     next_gen: NonZeroU32,
     /// Reconnect jitter.
     rng: Rng,
@@ -670,15 +222,9 @@ impl Engine {
             now,
             server_idle,
             client_idle,
-            record_linger: clock.ticks_for(cfg.record_linger),
             conns: Slab::new(),
             clients: Slab::new(),
-            records: Slab::new(),
-            left: VecDeque::new(),
-            next_stamp: 1,
-            by_instance: HashTable::new(),
-            current: HashTable::new(),
-            hasher: DefaultHashBuilder::default(),
+            store: SessionStore::new(clock.ticks_for(cfg.record_linger), cfg.max_connections),
             next_gen: NonZeroU32::MIN,
             rng,
             ids,
@@ -690,7 +236,7 @@ impl Engine {
             fired: Vec::new(),
             rx: BytesMut::new(),
             rx_decoder: Decoder::new(cfg.max_frame_len),
-            pool: Pool::default(),
+            pool: Pool::new(MAX_FIRED),
             last_servers: None,
             cfg,
         })
@@ -709,7 +255,7 @@ impl Engine {
 
     /// Server side: session records kept (live sessions plus recently left ones).
     pub fn session_records(&self) -> usize {
-        self.records.len()
+        self.store.len()
     }
 
     /// Number of live connections (both roles).
@@ -1105,7 +651,7 @@ impl Engine {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.set_now(now);
         // Here and nowhere else, so that no other call can free a record under its caller.
-        self.forget_records();
+        self.store.expire(self.tick, &mut self.events);
         // At most MAX_FIRED timers per call, so that a mass expiry (100k heartbeats due in
         // the same tick) cannot hold up I/O: if more are due, `poll_timeout` says "now" and
         // the driver comes back after one more round of I/O.
@@ -1172,7 +718,7 @@ impl Engine {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let wheel = self.wheel.next_deadline();
         // Session records left behind are forgotten by `handle_timeout` too.
-        let records = self.left.front().map(|&(_, _, at)| self.forget_at(at));
+        let records = self.store.next_expiry(self.tick);
         let next = match (wheel, records) {
             (Some(a), Some(b)) => Some(a.earliest(b)),
             (a, b) => a.or(b),
@@ -1217,7 +763,9 @@ impl Engine {
         };
         Self::fits(self.cfg.max_frame_len, payload.len(), true)?;
         let window = self.window();
-        let id = self.records[r as usize]
+        let id = self
+            .store
+            .get_mut(r)
             .send
             .push(payload, window)
             .map_err(|_| SendError::WindowFull)?;
@@ -1270,10 +818,8 @@ impl Engine {
             }
         }
         // No session of this engine will carry what its records still hold.
-        let records: Vec<usize> = self.records.iter().map(|(r, _)| r).collect();
-        for r in records {
-            self.fail_pending(r, FailCause::ShuttingDown);
-        }
+        self.store
+            .hand_back_all(FailCause::ShuttingDown, &mut self.events);
     }
 
     /// Starts a client: it connects to the first server and keeps itself connected until
@@ -1437,85 +983,6 @@ impl Engine {
 
     // ---------------------------------------------------------------- internals
 
-    /// Forgets records left longer than `record_linger` ago, and the oldest left ones
-    /// beyond `max_connections` records.
-    fn forget_records(&mut self) {
-        while let Some(&(r, stamp, at)) = self.left.front() {
-            let current = self
-                .records
-                .get(r as usize)
-                .is_some_and(|rec| rec.left_stamp == stamp);
-            let expired = self.forget_at(at).is_at_or_before(self.tick);
-            if current && !expired {
-                break;
-            }
-            self.left.pop_front();
-            if current {
-                self.forget_record(r);
-            }
-        }
-    }
-
-    /// Forgets a record no connection holds; what it still had to send is handed back.
-    fn forget_record(&mut self, r: u32) {
-        self.fail_pending(r as usize, FailCause::Expired);
-        let rec = self.records.remove(r as usize);
-        let hash = self.instance_hash(&rec.identity, rec.instance);
-        if let Ok(entry) = self.by_instance.find_entry(hash, |&x| x == r) {
-            entry.remove();
-        }
-        let hash = self.hasher.hash_one(rec.identity.as_str());
-        if let Ok(entry) = self.current.find_entry(hash, |&x| x == r) {
-            entry.remove();
-        }
-        debug!(
-            "forgot the session record of {} instance {:x}",
-            rec.identity, rec.instance
-        );
-    }
-
-    fn instance_hash(&self, identity: &Text, instance: u64) -> u64 {
-        self.hasher.hash_one((identity.as_str(), instance))
-    }
-
-    /// Hands every message the record still has to send back to the application.
-    fn fail_pending(&mut self, r: usize, cause: FailCause) {
-        let rec = &mut self.records[r];
-        if rec.send.is_empty() {
-            return;
-        }
-        let (identity, instance) = (rec.identity.clone(), rec.instance);
-        let n = rec.send.len();
-        info!("{n} message(s) to {identity} instance {instance:x} handed back: {cause}");
-        for (id, payload) in rec.send.drain() {
-            self.events.push_back(Event::SessionFailed {
-                identity: identity.clone(),
-                instance,
-                id,
-                payload,
-                cause,
-            });
-        }
-    }
-
-    /// When a record whose client left at `at` is to be forgotten: after the linger, or at
-    /// once while records outnumber the connection limit.
-    fn forget_at(&self, at: Tick) -> Tick {
-        if self.records.len() > self.cfg.max_connections {
-            self.tick
-        } else {
-            at.wrapping_add(self.record_linger)
-        }
-    }
-
-    /// Session ids scope the server's message ids at the client, which keeps its duplicate
-    /// state only while the id stays the same: they must differ between servers, not just
-    /// within one, so they are drawn at random rather than counted.
-    fn new_session_id(&mut self) -> u64 {
-        // Never 0: a client takes 0 for "no session to resume".
-        self.ids.next_u64().max(1)
-    }
-
     fn window(&self) -> Window {
         Window {
             messages: self.cfg.max_unacked,
@@ -1579,45 +1046,30 @@ impl Engine {
             return;
         };
         let budget = self.cfg.outbound_low_water.max(1);
-        if !c.unframed
-            || c.state != ConnState::Active
-            || c.bufs.as_ref().is_some_and(|b| b.out.len() >= budget)
-        {
+        if !c.unframed || c.state != ConnState::Active || c.queued() >= budget {
             return;
         }
         let send = match c.role {
-            Role::Server { record: Some(r) } => &mut self.records[r as usize].send,
+            Role::Server { record: Some(r) } => &mut self.store.get_mut(r).send,
             Role::Client { client, .. } => &mut self.clients[client as usize].send,
             _ => return,
         };
-        let pool = &mut self.pool;
-        let out = &mut c.bufs.get_or_insert_with(|| pool.take()).out;
-        if out.is_empty() {
-            c.idle.record_write(self.tick);
+        if c.frame_messages(send, &self.encoder, &mut self.pool, budget, self.tick) {
+            // The budget is far below the cap (`Config::validate`): this never drops the
+            // peer.
+            self.after_queue(index);
         }
-        while out.len() < budget {
-            let Some((id, payload)) = send.next_to_frame() else {
-                break;
-            };
-            // Sizes were checked against the frame limit when the message was taken.
-            if let Err(e) = self.encoder.encode_message(id, payload, out) {
-                warn!("c{index}: message {id} not framed: {e}");
-            }
-        }
-        c.unframed = send.has_unframed();
-        // The budget is far below the cap (`Config::validate`): this never drops the peer.
-        self.after_queue(index);
     }
 
     /// Bytes waiting for the connection: framed ones plus messages not framed yet.
     fn backlog(&self, c: &Conn) -> usize {
-        let framed = c.bufs.as_ref().map_or(0, |b| b.out.len());
+        let framed = c.queued();
         if !c.unframed {
             return framed;
         }
         let unframed = match (c.state, c.role) {
             (ConnState::Active, Role::Server { record: Some(r) }) => {
-                self.records[r as usize].send.unframed_bytes()
+                self.store.get(r).send.unframed_bytes()
             }
             (ConnState::Active, Role::Client { client, .. }) => {
                 self.clients[client as usize].send.unframed_bytes()
@@ -1655,7 +1107,7 @@ impl Engine {
             c.pending_transmit = true;
             self.transmit.push_back(id);
         }
-        let queued = c.bufs.as_ref().map_or(0, |b| b.out.len());
+        let queued = c.queued();
         if queued > cap {
             debug!("{id}: dropped: {queued} bytes queued for a peer that does not read");
             let reason = Reason::new(Code::SLOW_CONSUMER, "outbound cap exceeded");
@@ -1686,7 +1138,7 @@ impl Engine {
                 Frame::Message { id, payload } => {
                     let r = record.expect("an active server connection has a record");
                     let conn = self.id_of(index);
-                    let rec = &mut self.records[r as usize];
+                    let rec = self.store.get_mut(r);
                     if rec.recv.accept(id) {
                         let instance = rec.instance;
                         self.events.push_back(Event::Message {
@@ -1702,7 +1154,7 @@ impl Engine {
                 }
                 Frame::Ack(id) => {
                     let r = record.expect("an active server connection has a record");
-                    let rec = &mut self.records[r as usize];
+                    let rec = self.store.get_mut(r);
                     if rec.send.ack(id) {
                         let identity = rec.identity.clone();
                         let conn = self.id_of(index);
@@ -1796,104 +1248,20 @@ impl Engine {
                 return self.reject(index, reason);
             }
         }
-        // One live session per identity: a newer login replaces the older one, but a stale
-        // reconnect of the same instance never evicts its own newer session. The live
-        // session, if any, belongs to the identity's current record.
-        let id_hash = self.hasher.hash_one(hello.identity.as_str());
-        let records = &self.records;
-        let current = self
-            .current
-            .find(id_hash, |&r| records[r as usize].identity == hello.identity)
-            .copied();
-        if let Some(cur) = current {
-            let rec = &self.records[cur as usize];
-            let same_client = rec.instance == hello.instance;
-            if let Some(old) = rec.conn.filter(|&c| self.live(c)) {
-                if same_client && hello.attempt <= rec.attempt {
-                    return self.reject(
-                        index,
-                        Reason::new(
-                            Code::STALE_SESSION,
-                            "a newer session of this client is live",
-                        ),
-                    );
-                }
-                if !same_client && self.cfg.duplicate_login == DuplicateLogin::RefuseNewer {
-                    return self.reject(
-                        index,
-                        Reason::new(Code::STALE_SESSION, "this identity is logged in"),
-                    );
-                }
-                let reason = if same_client {
-                    // The same client: its old connection is a leftover it has given up
-                    // on, and REPLACED would tell it never to come back.
-                    Reason::new(Code::STALE_SESSION, "superseded by a newer connection")
-                } else {
-                    Reason::new(Code::REPLACED, "logged in elsewhere")
-                };
+        let live = |c: ConnId| self.live(c);
+        match self.store.admit(&hello, live, self.cfg.duplicate_login) {
+            Admit::Refuse(reason) => return self.reject(index, reason),
+            Admit::Accept(Some((old, reason))) => {
                 debug!("{old}: session of {} replaced by {conn}", hello.identity);
                 self.go_away(old.index as usize, reason);
             }
-            if !same_client {
-                // Another instance takes the identity over: what was still to be sent to the
-                // previous one goes back to the application, which may send it to this one.
-                self.fail_pending(cur as usize, FailCause::Replaced);
-            }
+            Admit::Accept(None) => {}
         }
-        let key_hash = self.instance_hash(&hello.identity, hello.instance);
-        let records = &self.records;
-        let own = self
-            .by_instance
-            .find(key_hash, |&r| {
-                let rec = &records[r as usize];
-                rec.instance == hello.instance && rec.identity == hello.identity
-            })
-            .copied();
-        let record = match own {
-            Some(r) => r,
-            None => {
-                let session = self.new_session_id();
-                crate::growth::room_in_slab(&mut self.records);
-                let r = self.records.insert(Record {
-                    // Its own small allocation: a slice of the receive buffer would keep
-                    // that whole buffer alive for as long as the record lives.
-                    identity: hello.identity.compact(),
-                    instance: hello.instance,
-                    attempt: hello.attempt,
-                    session,
-                    conn: None,
-                    recv: RecvState::default(),
-                    send: SendQueue::new(),
-                    left_stamp: 0,
-                }) as u32;
-                let (records, hasher) = (&self.records, &self.hasher);
-                self.by_instance.insert_unique(key_hash, r, |&r| {
-                    let rec = &records[r as usize];
-                    hasher.hash_one((rec.identity.as_str(), rec.instance))
-                });
-                r
-            }
-        };
-        match current {
-            Some(cur) if cur == record => {}
-            Some(cur) => {
-                let entry = self.current.find_mut(id_hash, |&r| r == cur);
-                *entry.expect("the current record was just found") = record;
-            }
-            None => {
-                let (records, hasher) = (&self.records, &self.hasher);
-                self.current.insert_unique(id_hash, record, |&r| {
-                    hasher.hash_one(records[r as usize].identity.as_str())
-                });
-            }
-        }
-        let rec = &mut self.records[record as usize];
-        rec.attempt = hello.attempt;
-        rec.conn = Some(conn);
-        rec.left_stamp = 0;
-        // Everything not acknowledged goes out again on this connection, in id order.
-        rec.send.rewind();
-        let session = rec.session;
+        let record = self
+            .store
+            .accept(&hello, conn, &mut self.ids, &mut self.events);
+        let rec = self.store.get(record);
+        let (session, unframed) = (rec.session, !rec.send.is_empty());
         let welcome = Welcome {
             version: PROTOCOL_VERSION,
             session,
@@ -1901,7 +1269,6 @@ impl Engine {
             idle_timeout_ms: duration_ms(self.cfg.idle_timeout),
             max_frame_len: self.cfg.max_frame_len,
         };
-        let unframed = !self.records[record as usize].send.is_empty();
         let c = &mut self.conns[index];
         c.state = ConnState::Active;
         c.unframed = unframed;
@@ -1912,7 +1279,7 @@ impl Engine {
         self.rearm(index);
         self.queue_frame(index, &Frame::Welcome(welcome));
         debug!("{conn}: session {session} open for {}", hello.identity);
-        let identity = self.records[record as usize].identity.clone();
+        let identity = self.store.get(record).identity.clone();
         self.events.push_back(Event::SessionOpened {
             conn,
             identity,
@@ -2055,16 +1422,9 @@ impl Engine {
         let conn = self.id_of(index);
         match self.conns[index].role {
             Role::Server { record } => {
-                let (stamp, tick) = (self.next_stamp, self.tick);
                 let identity = record.map(|r| {
-                    let rec = &mut self.records[r as usize];
-                    if rec.conn == Some(conn) {
-                        rec.conn = None;
-                        rec.left_stamp = stamp;
-                        self.left.push_back((r, stamp, tick));
-                        self.next_stamp += 1;
-                    }
-                    rec.identity.clone()
+                    self.store.leave(r, conn, self.tick);
+                    self.store.get(r).identity.clone()
                 });
                 if identity.is_some() {
                     debug!(
@@ -2645,7 +2005,7 @@ mod tests {
     fn idle_connection_state_is_small() {
         // Slab slots add a discriminant to these; the wheel entry is 16 bytes more.
         let conn = std::mem::size_of::<Conn>();
-        let record = std::mem::size_of::<Record>();
+        let record = std::mem::size_of::<store::Record>();
         let client = std::mem::size_of::<Client>();
         let event = std::mem::size_of::<Event>();
         eprintln!("conn {conn} B, record {record} B, client {client} B, event {event} B");
