@@ -33,6 +33,16 @@ pub const DEFAULT_MAX_FRAME_LEN: u32 = 64 * 1024;
 /// announced in WELCOME as this one.
 pub const MIN_FRAME_LIMIT: u32 = 64;
 
+/// Whether a DATA (`with_id: false`) or MESSAGE (`with_id: true`) frame carrying `payload`
+/// bytes has a length prefix of at most `limit` (the prefix counts the kind byte, the id
+/// and the payload).
+pub fn payload_fits(limit: u32, payload: usize, with_id: bool) -> bool {
+    let fixed = 1 + if with_id { 8 } else { 0 };
+    payload
+        .checked_add(fixed)
+        .is_some_and(|len| len <= limit as usize)
+}
+
 /// Longest identity a [`Hello`] can carry, in bytes (its length travels in one byte).
 pub const MAX_IDENTITY_LEN: usize = u8::MAX as usize;
 

@@ -45,11 +45,10 @@
 
 use crate::codec::{DecodeError, Decoder, EncodeError, Encoder};
 use crate::config::{Config, ConfigError};
-use crate::frame::{
-    Code, Frame, Hello, Reason, Text, Welcome, MAX_IDENTITY_LEN, MIN_FRAME_LIMIT, PROTOCOL_VERSION,
-};
+use crate::frame::{Code, Frame, Hello, Reason, Text, Welcome, PROTOCOL_VERSION};
 use crate::idle::{IdleConfig, IdleKind, IdleTracker};
-use crate::reliable::{RecvState, SendQueue, Window};
+use crate::reliable::Window;
+mod client;
 mod conn;
 mod event;
 mod handle;
@@ -64,81 +63,15 @@ use crate::rng::Rng;
 use crate::time::{Clock, Tick};
 use crate::wheel::{TimerKey, Wheel};
 use bytes::{Buf, Bytes, BytesMut};
+use client::{Client, ServerLists};
 use conn::{Conn, ConnState, Pool, Role, RX_CHUNK};
 use log::{debug, warn};
 use slab::Slab;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::num::{NonZeroU32, NonZeroU64};
-use std::sync::Arc;
+use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 use store::{Admit, SessionStore};
-
-struct Client {
-    gen: NonZeroU32,
-    /// The HELLO identity followed by the token, in one box (16 bytes, where a `Text` and
-    /// a `Bytes` take 64): they are only read to build a HELLO, once per attempt.
-    credentials: Credentials,
-    instance: u64,
-    attempt: u32,
-    /// Shared by the clients created with the same list (see `Engine::server_list`).
-    /// (An `Arc<Vec<_>>` is one word; an `Arc<[_]>` two.)
-    servers: Arc<Vec<SocketAddr>>,
-    /// Per server, when its cooldown ends; allocated at the first failure (boxed twice so
-    /// that the field is one word).
-    #[allow(clippy::redundant_allocation)]
-    cooldown_until: Option<Box<Box<[Option<Tick>]>>>,
-    current: u32,
-    state: ClientState,
-    conn: Option<ConnId>,
-    failures: u32,
-    timer: Option<TimerKey>,
-    send: SendQueue,
-    recv: RecvState,
-    session: Option<NonZeroU64>,
-    /// Round trips in microseconds: the last one, and the sum and count for the mean.
-    /// Meaningful once `rtt_count` is not zero.
-    rtt_last_us: u32,
-    rtt_sum_us: u64,
-    rtt_count: u32,
-    active_since: Option<Tick>,
-    sessions: u32,
-    /// The largest frame this client sends: its own limit, or the last server's if smaller.
-    max_frame_len: u32,
-}
-
-/// A client's identity and token in one box: the identity's length (4 bytes, little
-/// endian), the identity, the token.
-struct Credentials(Box<[u8]>);
-
-impl Credentials {
-    fn new(identity: &Text, token: &[u8]) -> Credentials {
-        let identity = identity.as_str().as_bytes();
-        // An identity of 4 GiB could not be sent anyway (the encoder refuses anything over
-        // 255 bytes); clamping only keeps the split inside the box.
-        let len = u32::try_from(identity.len()).unwrap_or(u32::MAX);
-        let mut bytes = Vec::with_capacity(4 + identity.len() + token.len());
-        bytes.extend_from_slice(&len.to_le_bytes());
-        bytes.extend_from_slice(identity);
-        bytes.extend_from_slice(token);
-        Credentials(bytes.into_boxed_slice())
-    }
-
-    fn split(&self) -> (&[u8], &[u8]) {
-        let (len, rest) = self.0.split_first_chunk::<4>().unwrap_or((&[0; 4], &[]));
-        let at = (u32::from_le_bytes(*len) as usize).min(rest.len());
-        rest.split_at(at)
-    }
-
-    fn identity(&self) -> &str {
-        // Built from a `Text`, so valid UTF-8; the fallback cannot be reached.
-        std::str::from_utf8(self.split().0).unwrap_or_default()
-    }
-
-    fn token(&self) -> &[u8] {
-        self.split().1
-    }
-}
 
 /// Wheel values with this bit name a client record's backoff timer, not a connection.
 const CLIENT_TIMER: u32 = 1 << 31;
@@ -181,7 +114,7 @@ pub struct Engine {
     /// between calls it waits for a length prefix.
     rx_decoder: Decoder,
     pool: Pool,
-    last_servers: Option<Arc<Vec<SocketAddr>>>,
+    server_lists: ServerLists,
 }
 
 impl Engine {
@@ -237,7 +170,7 @@ impl Engine {
             rx: BytesMut::new(),
             rx_decoder: Decoder::new(cfg.max_frame_len),
             pool: Pool::new(MAX_FIRED),
-            last_servers: None,
+            server_lists: ServerLists::default(),
             cfg,
         })
     }
@@ -422,19 +355,9 @@ impl Engine {
             return;
         }
         let ci = client as usize;
-        let hello = {
-            let k = &mut self.clients[ci];
-            k.state = ClientState::Handshaking;
-            let h = Hello {
-                version: PROTOCOL_VERSION,
-                instance: k.instance,
-                attempt: k.attempt,
-                identity: Text::from(String::from(k.credentials.identity())),
-                token: Bytes::copy_from_slice(k.credentials.token()),
-            };
-            k.attempt = k.attempt.wrapping_add(1);
-            h
-        };
+        let k = &mut self.clients[ci];
+        k.state = ClientState::Handshaking;
+        let hello = k.hello();
         self.client_event(ci, ClientState::Handshaking, None);
         let deadline = self.after(self.cfg.handshake_timeout);
         let c = &mut self.conns[index];
@@ -829,54 +752,13 @@ impl Engine {
     /// frame limit.
     pub fn add_client(&mut self, cfg: ClientConfig, now: Instant) -> Result<ClientId, ConfigError> {
         self.set_now(now);
-        let identity = cfg.identity.as_str().len();
-        let problem = if identity == 0 {
-            Some(("identity", "must not be empty".to_string()))
-        } else if identity > MAX_IDENTITY_LEN {
-            Some((
-                "identity",
-                format!("{identity} bytes, at most {MAX_IDENTITY_LEN}"),
-            ))
-        } else if cfg.servers.is_empty() {
-            Some(("servers", "no server to connect to".to_string()))
-        } else if Hello::FIXED_LEN + identity + cfg.token.len() > self.cfg.max_frame_len as usize {
-            let limit = self.cfg.max_frame_len;
-            Some((
-                "token",
-                format!("the HELLO would exceed the {limit}-byte frame limit"),
-            ))
-        } else {
-            None
-        };
-        if let Some((field, problem)) = problem {
-            return Err(ConfigError { field, problem });
-        }
+        Client::check(&cfg, self.cfg.max_frame_len)?;
         let instance = cfg.instance.unwrap_or_else(|| self.ids.next_u64());
         let gen = self.next_gen();
-        let servers = self.server_list(cfg.servers);
+        let servers = self.server_lists.share(&cfg.servers);
         crate::growth::room_in_slab(&mut self.clients);
-        let index = self.clients.insert(Client {
-            gen,
-            credentials: Credentials::new(&cfg.identity, &cfg.token),
-            instance,
-            attempt: 0,
-            servers,
-            cooldown_until: None,
-            current: 0,
-            state: ClientState::Backoff,
-            conn: None,
-            failures: 0,
-            timer: None,
-            send: SendQueue::new(),
-            recv: RecvState::default(),
-            session: None,
-            rtt_last_us: 0,
-            rtt_sum_us: 0,
-            rtt_count: 0,
-            active_since: None,
-            sessions: 0,
-            max_frame_len: self.cfg.max_frame_len,
-        });
+        let client = Client::new(&cfg, gen, instance, servers, self.cfg.max_frame_len);
+        let index = self.clients.insert(client);
         let id = self.client_id(index);
         self.start_connect(index);
         Ok(id)
@@ -921,19 +803,6 @@ impl Engine {
         Ok(id)
     }
 
-    /// The server list for a new client: the previous client's list when equal, so that
-    /// thousands of clients of one process share one copy.
-    fn server_list(&mut self, servers: Vec<SocketAddr>) -> Arc<Vec<SocketAddr>> {
-        match &self.last_servers {
-            Some(last) if **last == servers => last.clone(),
-            _ => {
-                let list = Arc::new(servers);
-                self.last_servers = Some(list.clone());
-                list
-            }
-        }
-    }
-
     /// Client side: stops the client for good; unacknowledged messages are reported as
     /// [`Event::Failed`], then [`ClientState::Closed`], and the id is no longer valid (its
     /// memory is freed).
@@ -969,11 +838,10 @@ impl Engine {
         let ago = |t: Tick| self.clock.duration_of(self.tick.since(t).max(0) as u32);
         Some(ClientInfo {
             state: k.state,
-            server: k.servers.get(k.current as usize).copied(),
+            server: k.server(),
             uptime: k.active_since.map(ago),
-            rtt_last: (k.rtt_count > 0).then(|| Duration::from_micros(u64::from(k.rtt_last_us))),
-            rtt_mean: (k.rtt_count > 0)
-                .then(|| Duration::from_micros(k.rtt_sum_us / u64::from(k.rtt_count))),
+            rtt_last: k.rtt().0,
+            rtt_mean: k.rtt().1,
             since_read: conn.map(|c| ago(c.idle.last_read())),
             since_write: conn.map(|c| ago(c.idle.last_write())),
             reconnects: k.sessions.saturating_sub(1),
@@ -996,10 +864,9 @@ impl Engine {
     }
 
     /// Whether a DATA (`id: false`) or MESSAGE (`id: true`) frame with this payload fits
-    /// in frames of at most `limit` (the length prefix counts the kind byte and body).
+    /// in frames of at most `limit`.
     fn fits(limit: u32, payload: usize, id: bool) -> Result<(), SendError> {
-        let frame_len = 1 + if id { 8 } else { 0 } + payload;
-        if frame_len <= limit as usize {
+        if crate::frame::payload_fits(limit, payload, id) {
             Ok(())
         } else {
             Err(SendError::TooLarge)
@@ -1180,12 +1047,8 @@ impl Engine {
                     Frame::Pong(v) => {
                         // Our own stamp from the PING (see `on_conn_timer`), echoed back.
                         if let Some(us) = self.now_us().checked_sub(v) {
+                            self.clients[ci].record_rtt(us);
                             let rtt = Duration::from_micros(us);
-                            let k = &mut self.clients[ci];
-                            let us = u32::try_from(us).unwrap_or(u32::MAX);
-                            k.rtt_last_us = us;
-                            k.rtt_sum_us = k.rtt_sum_us.saturating_add(u64::from(us));
-                            k.rtt_count = k.rtt_count.saturating_add(1);
                             self.events.push_back(Event::Rtt { client: id, rtt });
                         }
                     }
@@ -1301,43 +1164,15 @@ impl Engine {
         let ping_ticks = (!announced.is_zero() && announced < self.cfg.ping_interval)
             .then(|| self.clock.interval_ticks(announced))
             .and_then(NonZeroU32::new);
-        let k = &mut self.clients[ci];
-        let session = NonZeroU64::new(w.session);
-        if session.is_none() || k.session != session {
-            // A different server-side record (or one that gives no id to resume by): its
-            // message ids start over.
-            k.recv = RecvState::default();
-            k.session = session;
-        }
-        k.state = ClientState::Active;
-        k.failures = 0;
-        k.active_since = Some(tick);
-        k.sessions += 1;
-        // The server's frame limit binds this session (PROTOCOL.md 3.2). Queued messages
-        // that no longer fit could never be delivered here: they are reported failed.
-        k.max_frame_len = self
-            .cfg
-            .max_frame_len
-            .min(w.max_frame_len.max(MIN_FRAME_LIMIT));
-        let limit = k.max_frame_len;
-        // Everything not acknowledged goes out again on this connection, in id order.
-        k.send.rewind();
-        let too_large: Vec<u64> = k
-            .send
-            .iter()
-            .filter(|(_, p)| Self::fits(limit, p.len(), true).is_err())
-            .map(|&(id, _)| id)
-            .collect();
+        let too_large = self.clients[ci].welcomed(&w, tick, self.cfg.max_frame_len);
         let client = self.client_id(ci);
-        for id in too_large {
-            if let Some(payload) = self.clients[ci].send.take(id) {
-                debug!("{client}: message {id} is larger than the server accepts; failed");
-                self.events.push_back(Event::Failed {
-                    client,
-                    id,
-                    payload,
-                });
-            }
+        for (id, payload) in too_large {
+            debug!("{client}: message {id} is larger than the server accepts; failed");
+            self.events.push_back(Event::Failed {
+                client,
+                id,
+                payload,
+            });
         }
         let unframed = !self.clients[ci].send.is_empty();
         let c = &mut self.conns[index];
@@ -1449,10 +1284,7 @@ impl Engine {
                     self.clients[ci].conn = None;
                     self.clients[ci].active_since = None;
                     if lost != Lost::Quiet {
-                        let server = self.clients[ci]
-                            .servers
-                            .get(self.clients[ci].current as usize)
-                            .copied();
+                        let server = self.clients[ci].server();
                         self.reconnect_later(ci, reason, lost == Lost::Moved, server);
                     }
                 }
@@ -1571,7 +1403,7 @@ impl Engine {
 
     fn start_connect(&mut self, ci: usize) {
         let k = &self.clients[ci];
-        let Some(&addr) = k.servers.get(k.current as usize) else {
+        let Some(addr) = k.server() else {
             return self.stop_client(ci, Reason::new(Code::INTERNAL_ERROR, "no servers"));
         };
         if self.conns.len() >= self.cfg.max_connections {
@@ -1605,47 +1437,15 @@ impl Engine {
         at_once: bool,
         lost: Option<SocketAddr>,
     ) {
-        let tick = self.tick;
         let cooldown = self.clock.ticks_for(self.cfg.server_cooldown);
         let k = &mut self.clients[ci];
-        let n = k.servers.len().max(1);
-        let until = k
-            .cooldown_until
-            .get_or_insert_with(|| Box::new(vec![None; n].into_boxed_slice()));
-        if let Some(slot) = until.get_mut(k.current as usize) {
-            *slot = Some(tick.wrapping_add(cooldown));
-        }
-        // The next server in the list that is not cooling down; if all are, the one whose
-        // cooldown ends first (the backoff delay then paces the retries).
-        let cooling = |k: &Client, i: usize| match k
-            .cooldown_until
-            .as_ref()
-            .and_then(|c| c.get(i).copied().flatten())
-        {
-            Some(until) if until.is_after(tick) => Some(until),
-            _ => None,
-        };
-        let order = (1..=n).map(|step| (k.current as usize + step) % n);
-        let next = match order.clone().find(|&i| cooling(k, i).is_none()) {
-            Some(i) => i,
-            None => order
-                .min_by_key(|&i| cooling(k, i).map_or(0, |u| u.since(tick)))
-                .unwrap_or(0),
-        };
-        // Lossless in practice: a list of 2^32 addresses (128 GiB) could not be built.
-        k.current = next as u32;
-        let delay = if at_once {
-            Duration::ZERO
-        } else {
-            let d = self.cfg.backoff.delay(k.failures, &mut self.rng);
-            k.failures = k.failures.saturating_add(1);
-            d
-        };
+        k.move_on(self.tick, cooldown);
+        let delay = k.backoff(at_once, &self.cfg.backoff, &mut self.rng);
         k.state = ClientState::Backoff;
         if let Some(old) = k.timer.take() {
             self.wheel.cancel(old);
         }
-        let retry = k.servers.get(next).map(|&server| {
+        let retry = k.server().map(|server| {
             Box::new(Retry {
                 after: delay,
                 server,
@@ -1709,7 +1509,7 @@ impl Engine {
     /// Reports a state of the client with the server it concerns (the current one).
     fn client_event(&mut self, ci: usize, state: ClientState, reason: Option<Reason>) {
         let k = &self.clients[ci];
-        let server = k.servers.get(k.current as usize).copied();
+        let server = k.server();
         self.events.push_back(Event::ClientState {
             client: self.client_id(ci),
             state,
