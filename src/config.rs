@@ -213,8 +213,8 @@ impl Config {
                 "must hold at least one payload of max_frame_len bytes",
             )?;
         }
-        if self.max_connections == 0 {
-            bad("max_connections", "must be at least 1")?;
+        if !(1..1 << 30).contains(&self.max_connections) {
+            bad("max_connections", "must be at least 1 and below 2^30")?;
         }
         Ok(())
     }

@@ -2,8 +2,87 @@
 //!
 //! One single-threaded reactor keeps many connections alive with application-level
 //! heartbeats, detects dead peers by what it *reads* (never by what it manages to write),
-//! and bounds every buffer a peer can make it hold. The protocol it speaks is described in
-//! `docs/PROTOCOL.md`.
+//! and bounds every buffer a peer can make it hold. Its clients reconnect and fail over by
+//! themselves, and acknowledged messages survive the move. The protocol it speaks is
+//! described in `docs/PROTOCOL.md`.
+//!
+//! # Quick start: a server
+//!
+//! A server that echoes each reliable message back to its sender, by name, and says every
+//! minute how many users are online. The handler is called on the loop's thread with each
+//! [`Event`](engine::Event) and the engine to act on.
+//!
+//! ```no_run
+//! use liveline::config::Config;
+//! use liveline::engine::{Engine, Event};
+//! use liveline::reactor::{ListenConfig, Reactor};
+//! use std::time::{Duration, Instant};
+//!
+//! fn main() -> std::io::Result<()> {
+//!     // A Config that cannot work is refused here, with the setting named.
+//!     let mut reactor = Reactor::new(Config::default())?;
+//!     reactor.listen("127.0.0.1:9000".parse().unwrap(), ListenConfig::default())?;
+//!     let minute = Duration::from_secs(60);
+//!     reactor.engine().set_timer(minute, Some(minute), 0);
+//!     let mut handler = |engine: &mut Engine, event: Event, _now: Instant| match event {
+//!         Event::SessionOpened { identity, .. } => println!("{identity} is online"),
+//!         Event::Message { identity, payload, .. } => {
+//!             // Acknowledged to the sender already; the echo is a reliable message too.
+//!             if let Err(e) = engine.send_to(identity.as_str(), payload) {
+//!                 eprintln!("not echoed to {identity}: {e}");
+//!             }
+//!         }
+//!         Event::SessionFailed { identity, payload, cause, .. } => {
+//!             eprintln!("{} bytes for {identity} not delivered: {cause}", payload.len());
+//!         }
+//!         Event::Timer { .. } => println!("{} online", engine.sessions().count()),
+//!         Event::SessionClosed { identity: Some(who), reason, .. } => {
+//!             println!("{who} left: {reason}");
+//!         }
+//!         _ => {}
+//!     };
+//!     reactor.run(&mut handler) // until a Handle (or the handler) shuts it down
+//! }
+//! ```
+//!
+//! # Quick start: a client
+//!
+//! A client that keeps itself connected to the first of two servers that answers, sends
+//! one message, and stops once the server has acknowledged it.
+//!
+//! ```no_run
+//! use liveline::config::Config;
+//! use liveline::engine::{ClientConfig, ClientState, Engine, Event};
+//! use liveline::frame::Text;
+//! use liveline::reactor::Reactor;
+//! use liveline::Bytes;
+//! use std::time::Instant;
+//!
+//! fn main() -> std::io::Result<()> {
+//!     let mut reactor = Reactor::new(Config::default())?;
+//!     let client = reactor.engine().add_client(
+//!         ClientConfig {
+//!             identity: Text::from("alice"),
+//!             token: Bytes::new(),
+//!             servers: vec!["127.0.0.1:9000".parse().unwrap(), "127.0.0.1:9001".parse().unwrap()],
+//!             instance: None, // drawn from the OS's entropy
+//!         },
+//!         Instant::now(),
+//!     )?; // an identity or server list that could never work is refused here
+//!     // Sent as soon as a session is up, and again after every reconnect until acknowledged.
+//!     reactor.engine().client_send_message(client, Bytes::from("hello")).unwrap();
+//!     let mut handler = |engine: &mut Engine, event: Event, now: Instant| match event {
+//!         Event::ClientState { state: ClientState::Active, server, .. } => {
+//!             println!("connected to {server:?}");
+//!         }
+//!         Event::Acked { .. } => engine.close_client(client, now), // delivered: done
+//!         Event::Failed { payload, .. } => eprintln!("not delivered: {payload:?}"),
+//!         Event::ClientState { state: ClientState::Closed, .. } => engine.shutdown(now),
+//!         _ => {}
+//!     };
+//!     reactor.run(&mut handler)
+//! }
+//! ```
 //!
 //! Layers, bottom up:
 //! - [`frame`]: the frames of wire protocol v1 and their body layouts;
@@ -30,6 +109,10 @@ pub mod rng;
 pub mod sim;
 pub mod time;
 pub mod wheel;
+
+/// The byte buffers payloads travel in, re-exported so that an application needs no
+/// dependency of its own to build or read them.
+pub use bytes::Bytes;
 
 // The README's examples are compiled and run as doc tests.
 #[cfg(doctest)]

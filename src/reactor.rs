@@ -109,6 +109,25 @@ impl Handle {
         self.push(Cmd::Run(Box::new(f)))
     }
 
+    /// Runs `f` on the loop thread, like [`run`](Self::run), and waits for what it returns.
+    /// Fails if the loop has stopped (or stops before running it). Must not be called from
+    /// the loop thread itself (from a handler), which would wait for itself.
+    pub fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Engine, Instant) -> T + Send + 'static,
+    ) -> io::Result<T> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.run(move |engine, now| {
+            let _ = tx.send(f(engine, now));
+        })?;
+        rx.recv().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the reactor's loop stopped before running the command",
+            )
+        })
+    }
+
     /// Graceful shutdown: stop accepting, GOAWAY to every session, stop every client,
     /// close each connection once flushed (bounded by the linger time); then
     /// [`Reactor::run`] returns. Fails if the loop has stopped already.

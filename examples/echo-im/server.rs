@@ -4,7 +4,7 @@ use crate::proto::{valid_name, Push, Request, MAX_TEXT, NAME_RULE};
 use bytes::Bytes;
 use hashbrown::HashMap;
 use liveline::config::Config;
-use liveline::engine::{ConnId, Engine, Event, SendError};
+use liveline::engine::{Engine, Event, SendError};
 use liveline::frame::{Code, Reason};
 use liveline::reactor::{ListenConfig, Reactor};
 use log::{debug, info, warn};
@@ -32,10 +32,10 @@ struct Held {
     payload: Bytes,
 }
 
+/// Who is online is the engine's to know (`Engine::session_of`, `Engine::sessions`); the
+/// chat keeps only what it holds for users who are not.
 #[derive(Default)]
 struct Chat {
-    online: HashMap<String, ConnId>,
-    names: HashMap<ConnId, String>,
     held: HashMap<String, VecDeque<Held>>,
     max_held: usize,
     held_age: Duration,
@@ -45,11 +45,8 @@ impl Chat {
     fn on_event(&mut self, engine: &mut Engine, event: Event, now: Instant) {
         match event {
             Event::SessionOpened { conn, identity, .. } => {
-                let name = identity.as_str().to_string();
-                info!("online: {name} ({conn})");
-                self.online.insert(name.clone(), conn);
-                self.names.insert(conn, name.clone());
-                self.flush_held(engine, &name, now);
+                info!("online: {identity} ({conn})");
+                self.flush_held(engine, identity.as_str(), now);
             }
             Event::SessionAcked { identity, .. } => {
                 // Room in the window: what waits for this user may go now.
@@ -70,32 +67,25 @@ impl Chat {
                 conn,
                 identity,
                 reason,
-            } => {
-                let name = self.names.remove(&conn);
-                match (name, identity) {
-                    (Some(name), _) => {
-                        if self.online.get(&name) == Some(&conn) {
-                            self.online.remove(&name);
-                        }
-                        let how = match reason.code {
-                            Code::REPLACED => "kicked",
-                            Code::IDLE_TIMEOUT => "dropped",
-                            _ => "offline",
-                        };
-                        info!("{how}: {name} ({conn}): {reason}");
-                    }
-                    (None, _) => info!("connection {conn} closed before login: {reason}"),
+            } => match identity {
+                Some(name) => {
+                    let how = match reason.code {
+                        Code::REPLACED => "kicked",
+                        Code::IDLE_TIMEOUT => "dropped",
+                        _ => "offline",
+                    };
+                    info!("{how}: {name} ({conn}): {reason}");
                 }
-            }
+                None => info!("connection {conn} closed before login: {reason}"),
+            },
             Event::Message {
-                conn,
+                identity,
                 instance,
                 id,
                 payload,
+                ..
             } => {
-                let Some(from) = self.names.get(&conn).cloned() else {
-                    return;
-                };
+                let from = identity.as_str();
                 let text = std::str::from_utf8(&payload).unwrap_or("");
                 let origin = format!("{instance:x}:{id}");
                 if let Some(
@@ -105,54 +95,55 @@ impl Chat {
                     if t.len() > MAX_TEXT {
                         let why =
                             format!("not sent: {} bytes of text, at most {MAX_TEXT}", t.len());
-                        self.notice(engine, &from, &why, now);
+                        self.notice(engine, from, &why, now);
                         return;
                     }
                 }
                 match Request::parse(text) {
                     Some(Request::Broadcast(t)) => {
-                        let push = message(&origin, &from, "all", t);
-                        let others: Vec<String> = self
-                            .online
-                            .keys()
-                            .filter(|u| **u != from)
-                            .cloned()
+                        let push = message(&origin, from, "all", t);
+                        let others: Vec<String> = engine
+                            .sessions()
+                            .map(|(user, _)| user.as_str())
+                            .filter(|&user| user != from)
+                            .map(String::from)
                             .collect();
                         if others.is_empty() {
-                            self.notice(engine, &from, "nobody else is online", now);
+                            self.notice(engine, from, "nobody else is online", now);
                         }
                         for user in others {
                             self.deliver(engine, &user, push.clone(), now);
                         }
                     }
                     Some(Request::Direct { to, text }) => {
-                        let push = message(&origin, &from, "to", text);
+                        let push = message(&origin, from, "to", text);
                         if !valid_name(to) {
                             let why = format!("invalid user name: {to} ({NAME_RULE})");
-                            self.notice(engine, &from, &why, now);
+                            self.notice(engine, from, &why, now);
                         } else {
-                            let online = self.online.contains_key(to);
+                            let online = engine.session_of(to).is_some();
                             self.deliver(engine, to, push, now);
                             if !online {
                                 let why = format!("held for {to} (offline)");
-                                self.notice(engine, &from, &why, now);
+                                self.notice(engine, from, &why, now);
                             }
                         }
                     }
                     Some(Request::Echo(t)) => {
-                        let push = message(&origin, &from, "echo", t);
-                        self.deliver(engine, &from, push, now);
+                        let push = message(&origin, from, "echo", t);
+                        self.deliver(engine, from, push, now);
                     }
                     Some(Request::Users) => {
-                        let mut users: Vec<&str> = self.online.keys().map(|s| s.as_str()).collect();
+                        let mut users: Vec<&str> =
+                            engine.sessions().map(|(user, _)| user.as_str()).collect();
                         users.sort_unstable();
                         let push = Bytes::from(Push::Users(users).encode());
-                        self.deliver(engine, &from, push, now);
+                        self.deliver(engine, from, push, now);
                     }
                     None => {
                         warn!("{from}: unintelligible request {text:?}");
                         let why = "unintelligible request (see docs/ECHO-IM.md)";
-                        self.notice(engine, &from, why, now);
+                        self.notice(engine, from, why, now);
                     }
                 }
             }
@@ -162,7 +153,7 @@ impl Chat {
 
     /// Sends what is held for `user` while the session takes it, oldest first.
     fn flush_held(&mut self, engine: &mut Engine, user: &str, now: Instant) {
-        let Some(&conn) = self.online.get(user) else {
+        let Some(conn) = engine.session_of(user) else {
             return;
         };
         let Some(queue) = self.held.get_mut(user) else {
@@ -194,7 +185,8 @@ impl Chat {
     /// (bounded by count and age), so that the user sees messages in order.
     fn deliver(&mut self, engine: &mut Engine, user: &str, payload: Bytes, now: Instant) {
         let waiting = self.held.get(user).is_some_and(|q| !q.is_empty());
-        if let (Some(&conn), false) = (self.online.get(user), waiting) {
+        let session = engine.session_of(user);
+        if let (Some(conn), false) = (session, waiting) {
             match engine.send_message(conn, payload.clone()) {
                 Ok(_) => return,
                 Err(SendError::TooLarge) => {
@@ -205,7 +197,7 @@ impl Chat {
                 Err(_) => {}
             }
         }
-        let online = self.online.contains_key(user);
+        let online = session.is_some();
         let queue = self.held.entry(user.to_string()).or_default();
         while queue
             .front()

@@ -1,7 +1,7 @@
 //! What an application hears from the engine (events) and what it hands in (client
 //! settings), with the vocabulary of refusals.
 
-use super::handle::{ClientId, ConnId};
+use super::handle::{ClientId, ConnId, TimerId};
 use crate::frame::{Hello, Reason, Text};
 use bytes::Bytes;
 use std::fmt;
@@ -51,6 +51,8 @@ pub enum Event {
     Message {
         /// The connection it came on.
         conn: ConnId,
+        /// The sending client's identity.
+        identity: Text,
         /// The sending client's HELLO instance. With `id` it names the message across
         /// servers: a client that fails over resends what was not acknowledged, so an
         /// application merging several servers' streams deduplicates by `(instance, id)`.
@@ -151,6 +153,13 @@ pub enum Event {
         client: ClientId,
         /// The round-trip time.
         rtt: Duration,
+    },
+    /// An application timer ([`Engine::set_timer`](crate::engine::Engine::set_timer)) is due.
+    Timer {
+        /// The timer (still valid if it repeats).
+        id: TimerId,
+        /// The token it was set with.
+        token: u64,
     },
     /// Raw mode: bytes read from `conn`, as they came (no framing).
     Raw {

@@ -46,6 +46,13 @@ impl fmt::Display for ClientId {
     }
 }
 
+/// Names an application timer of an engine ([`Engine::set_timer`](crate::engine::Engine::set_timer)).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct TimerId {
+    pub(super) index: u32,
+    pub(super) gen: NonZeroU32,
+}
+
 /// What the driver must do with sockets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Io {

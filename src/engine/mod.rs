@@ -57,7 +57,7 @@ mod store;
 pub use event::{
     ClientConfig, ClientInfo, ClientState, Event, FailCause, HelloHook, Retry, SendError,
 };
-pub use handle::{ClientId, ConnId, Io};
+pub use handle::{ClientId, ConnId, Io, TimerId};
 
 use crate::rng::Rng;
 use crate::time::{Clock, Tick};
@@ -75,6 +75,16 @@ use store::{Admit, SessionStore};
 
 /// Wheel values with this bit name a client record's backoff timer, not a connection.
 const CLIENT_TIMER: u32 = 1 << 31;
+/// Wheel values with this bit (and not the one above) name an application timer.
+const APP_TIMER: u32 = 1 << 30;
+
+/// An application timer: what to hand back when it fires, and its period if it repeats.
+struct AppTimer {
+    gen: NonZeroU32,
+    key: TimerKey,
+    token: u64,
+    every: Option<Duration>,
+}
 /// Expirations handled per `handle_timeout` call, so one call stays short.
 const MAX_FIRED: usize = 4096;
 
@@ -95,6 +105,8 @@ pub struct Engine {
     clients: Slab<Client>,
     /// The server side's session records.
     store: SessionStore,
+    /// Application timers.
+    timers: Slab<AppTimer>,
     next_gen: NonZeroU32,
     /// Reconnect jitter.
     rng: Rng,
@@ -157,6 +169,7 @@ impl Engine {
             client_idle,
             conns: Slab::new(),
             clients: Slab::new(),
+            timers: Slab::new(),
             store: SessionStore::new(clock.ticks_for(cfg.record_linger), cfg.max_connections),
             next_gen: NonZeroU32::MIN,
             rng,
@@ -584,6 +597,8 @@ impl Engine {
         for &(key, value) in &fired {
             if value & CLIENT_TIMER != 0 {
                 self.on_client_timer((value & !CLIENT_TIMER) as usize, key);
+            } else if value & APP_TIMER != 0 {
+                self.on_app_timer((value & !APP_TIMER) as usize, key);
             } else {
                 self.on_conn_timer(value as usize, key);
             }
@@ -650,6 +665,30 @@ impl Engine {
     }
 
     // ---------------------------------------------------------------- commands
+
+    /// Server side: the live session of `identity`, if it has one on this engine.
+    pub fn session_of(&self, identity: &str) -> Option<ConnId> {
+        self.store.session_of(identity).filter(|&conn| {
+            self.conn(conn)
+                .is_some_and(|c| c.state == ConnState::Active)
+        })
+    }
+
+    /// Server side: the identities with a live session on this engine, and their
+    /// connections, in no particular order.
+    pub fn sessions(&self) -> impl Iterator<Item = (&Text, ConnId)> + '_ {
+        self.store.live().filter(|&(_, conn)| {
+            self.conn(conn)
+                .is_some_and(|c| c.state == ConnState::Active)
+        })
+    }
+
+    /// Server side: sends a reliable message to the live session of `identity`, as
+    /// [`send_message`](Self::send_message) does; [`SendError::Gone`] if it has none.
+    pub fn send_to(&mut self, identity: &str, payload: Bytes) -> Result<u64, SendError> {
+        let conn = self.session_of(identity).ok_or(SendError::Gone)?;
+        self.send_message(conn, payload)
+    }
 
     /// Server side: sends DATA on an active session.
     pub fn send_data(&mut self, conn: ConnId, payload: &[u8]) -> Result<(), SendError> {
@@ -1007,9 +1046,10 @@ impl Engine {
                     let conn = self.id_of(index);
                     let rec = self.store.get_mut(r);
                     if rec.recv.accept(id) {
-                        let instance = rec.instance;
+                        let (identity, instance) = (rec.identity.clone(), rec.instance);
                         self.events.push_back(Event::Message {
                             conn,
+                            identity,
                             instance,
                             id,
                             payload,
@@ -1386,6 +1426,61 @@ impl Engine {
                     // the round trip.
                     self.queue_frame(index, &Frame::Ping(self.now_us()));
                 }
+            }
+        }
+    }
+
+    /// Sets an application timer: [`Event::Timer`] with `token` after `after` (rounded up
+    /// to the engine's tick), and then every `every` if given, until cancelled. It runs on
+    /// the same wheel as the heartbeats, so it costs no thread and no system call.
+    pub fn set_timer(&mut self, after: Duration, every: Option<Duration>, token: u64) -> TimerId {
+        let gen = self.next_gen();
+        let at = self.after(after);
+        let index = self.timers.vacant_key();
+        let key = self.wheel.insert(at, index as u32 | APP_TIMER);
+        // A period under one tick would fire every tick: at least one.
+        let every = every.map(|d| d.max(self.cfg.tick));
+        self.timers.insert(AppTimer {
+            gen,
+            key,
+            token,
+            every,
+        });
+        TimerId {
+            index: index as u32,
+            gen,
+        }
+    }
+
+    /// Cancels an application timer; `false` if it is gone already (fired once, or
+    /// cancelled).
+    pub fn cancel_timer(&mut self, id: TimerId) -> bool {
+        let i = id.index as usize;
+        if self.timers.get(i).is_none_or(|t| t.gen != id.gen) {
+            return false;
+        }
+        let t = self.timers.remove(i);
+        self.wheel.cancel(t.key);
+        true
+    }
+
+    fn on_app_timer(&mut self, i: usize, key: TimerKey) {
+        let Some(t) = self.timers.get(i).filter(|t| t.key == key) else {
+            return;
+        };
+        let id = TimerId {
+            index: i as u32,
+            gen: t.gen,
+        };
+        let (token, every) = (t.token, t.every);
+        self.events.push_back(Event::Timer { id, token });
+        match every {
+            Some(period) => {
+                let at = self.after(period);
+                self.timers[i].key = self.wheel.insert(at, i as u32 | APP_TIMER);
+            }
+            None => {
+                self.timers.remove(i);
             }
         }
     }

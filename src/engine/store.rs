@@ -101,11 +101,27 @@ impl SessionStore {
     }
 
     fn current_of(&self, identity: &Text) -> Option<u32> {
-        let hash = self.hasher.hash_one(identity.as_str());
+        self.current_by_str(identity.as_str())
+    }
+
+    fn current_by_str(&self, identity: &str) -> Option<u32> {
+        let hash = self.hasher.hash_one(identity);
         let records = &self.records;
         self.current
-            .find(hash, |&r| records[r as usize].identity == *identity)
+            .find(hash, |&r| records[r as usize].identity.as_str() == identity)
             .copied()
+    }
+
+    /// The connection holding `identity`'s current record, if any (it may be closing).
+    pub(super) fn session_of(&self, identity: &str) -> Option<ConnId> {
+        self.current_by_str(identity).and_then(|r| self.get(r).conn)
+    }
+
+    /// Every record held by a connection, with its identity.
+    pub(super) fn live(&self) -> impl Iterator<Item = (&Text, ConnId)> + '_ {
+        self.records
+            .iter()
+            .filter_map(|(_, rec)| rec.conn.map(|c| (&rec.identity, c)))
     }
 
     /// Whether `hello` may log in, given which connections are live. One live session per

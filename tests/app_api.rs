@@ -1,0 +1,146 @@
+//! What an application gets from the engine beyond frames: timers on the engine's own
+//! wheel (on the simulator's virtual clock, so their timing is checked exactly), sessions
+//! looked up and messages sent by identity, and a result back from commands sent through a
+//! `Handle` from another thread.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use liveline::config::Config;
+use liveline::engine::{Engine, Event};
+use liveline::reactor::{ListenConfig, Reactor};
+use std::time::{Duration, Instant};
+
+const MS: Duration = Duration::from_millis(1);
+
+#[test]
+fn timers_fire_on_time_repeat_and_stop_when_cancelled() {
+    let mut w = World::new(31, 1, default_config());
+    let node = w.servers[0];
+    let tick = default_config().tick;
+    let start = w.sim.now();
+    let once = w.sim.engine(node).set_timer(100 * MS, None, 1);
+    let every = w.sim.engine(node).set_timer(100 * MS, Some(50 * MS), 2);
+    let mut fired: Vec<(u64, Duration)> = Vec::new();
+    let end = start + 260 * MS;
+    while w.sim.now() < end {
+        w.sim.run_for(MS);
+        let now = w.sim.now();
+        for e in w.sim.take_events(node) {
+            if let Event::Timer { id, token } = e {
+                assert_eq!(id, if token == 1 { once } else { every });
+                fired.push((token, now - start));
+            }
+        }
+    }
+    let at = |token: u64| -> Vec<Duration> {
+        fired
+            .iter()
+            .filter(|(t, _)| *t == token)
+            .map(|(_, d)| *d)
+            .collect()
+    };
+    assert_eq!(at(1).len(), 1, "{fired:?}");
+    // Never early, at most a tick (plus this loop's 1 ms step) late.
+    let within = |d: Duration, due: Duration| d >= due && d <= due + tick + MS;
+    assert!(within(at(1)[0], 100 * MS), "{fired:?}");
+    let repeats = at(2);
+    assert_eq!(repeats.len(), 4, "{fired:?}");
+    for (n, d) in repeats.iter().enumerate() {
+        // Each period runs from the firing before it, so lateness may add up by a tick.
+        let due = 100 * MS + 50 * MS * n as u32;
+        assert!(
+            d >= &due && *d <= due + tick * (n as u32 + 1) + MS,
+            "{fired:?}"
+        );
+    }
+    assert!(
+        !w.sim.engine(node).cancel_timer(once),
+        "a one-shot is gone once fired"
+    );
+    assert!(w.sim.engine(node).cancel_timer(every));
+    w.sim.run_for(200 * MS);
+    let late = w
+        .sim
+        .take_events(node)
+        .into_iter()
+        .filter(|e| matches!(e, Event::Timer { .. }))
+        .count();
+    assert_eq!(late, 0, "fired after being cancelled");
+}
+
+#[test]
+fn sessions_are_found_and_sent_to_by_identity() {
+    let mut w = World::new(32, 1, default_config());
+    let server = w.servers[0];
+    let ann = w.client("ann", &[0]);
+    let ben = w.client("ben", &[0]);
+    assert!(w
+        .sim
+        .run_until(SECOND, |s| active(s, ann) && active(s, ben)));
+    let mut online: Vec<String> = w
+        .sim
+        .engine_ref(server)
+        .sessions()
+        .map(|(who, _)| who.as_str().to_string())
+        .collect();
+    online.sort();
+    assert_eq!(online, ["ann", "ben"]);
+    let id = w
+        .sim
+        .engine(server)
+        .send_to("ann", Bytes::from_static(b"by name"))
+        .unwrap();
+    let got = |s: &mut liveline::sim::Sim| {
+        s.events(ann.0).iter().any(|e| {
+            matches!(e, Event::ClientMessage { client, payload, .. } if *client == ann.1 && payload == &b"by name"[..])
+        })
+    };
+    assert!(w.sim.run_until(SECOND, got));
+    assert!(w
+        .sim
+        .run_until(SECOND, |s| s.events(server).iter().any(
+            |e| matches!(e, Event::SessionAcked { id: i, .. } if *i == id)
+        )));
+    // A message from ben names him.
+    w.send(ben, b"hello");
+    assert!(w.sim.run_until(SECOND, |s| s.events(server).iter().any(|e| {
+        matches!(e, Event::Message { identity, payload, .. } if identity.as_str() == "ben" && payload == &b"hello"[..])
+    })));
+    // Nobody by that name: refused, not queued somewhere.
+    assert_eq!(
+        w.sim
+            .engine(server)
+            .send_to("nobody", Bytes::from_static(b"x")),
+        Err(liveline::engine::SendError::Gone)
+    );
+    let now = w.sim.now();
+    w.sim.engine(ann.0).close_client(ann.1, now);
+    assert!(w
+        .sim
+        .run_until(SECOND, |s| s.engine_ref(server).session_of("ann").is_none()));
+    assert!(w.sim.engine_ref(server).session_of("ben").is_some());
+}
+
+#[test]
+fn a_handle_call_returns_what_the_loop_computed() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let mut reactor = Reactor::new(Config::default()).unwrap();
+        let addr = reactor
+            .listen("127.0.0.1:0".parse().unwrap(), ListenConfig::default())
+            .unwrap();
+        tx.send((reactor.handle(), addr)).unwrap();
+        let mut handler = |_: &mut Engine, _: Event, _: Instant| {};
+        reactor.run(&mut handler).unwrap();
+    });
+    let (handle, addr) = rx.recv().unwrap();
+    let (connections, listening) = handle
+        .call(move |engine, _| (engine.connections(), addr))
+        .unwrap();
+    assert_eq!((connections, listening), (0, addr));
+    handle.shutdown().unwrap();
+    thread.join().unwrap();
+    assert!(handle.call(|engine, _| engine.connections()).is_err());
+}
