@@ -450,8 +450,12 @@ impl Reactor {
             }
             // Events first: what the application answers joins what the engine queued
             // (a PONG, an ACK) in the same write.
-            while let Some(event) = self.engine.poll_event() {
+            while let Some(mut event) = self.engine.poll_event() {
                 busy = true;
+                if let Event::SessionOpened { conn, peer, .. } = &mut event {
+                    // Once per session: the engine never sees a socket, this loop does.
+                    *peer = self.peer_of(*conn);
+                }
                 handler.on_event(&mut self.engine, event, self.now);
             }
             while let Some(conn) = self.engine.poll_transmit() {
@@ -607,6 +611,12 @@ impl Reactor {
             }
             Loss::Closed => self.engine.handle_closed(id, self.now),
         }
+    }
+
+    /// The peer address of `conn`'s socket, if it is still open.
+    fn peer_of(&self, conn: ConnId) -> Option<SocketAddr> {
+        let sock = self.sockets.get(conn.index())?.as_ref()?;
+        (sock.id == conn).then(|| sock.stream.peer_addr().ok()).flatten()
     }
 
     /// A descriptor was closed: if accepting is paused for lack of them, retry now.

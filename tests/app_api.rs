@@ -144,3 +144,30 @@ fn a_handle_call_returns_what_the_loop_computed() {
     thread.join().unwrap();
     assert!(handle.call(|engine, _| engine.connections()).is_err());
 }
+
+#[test]
+fn a_session_opened_over_a_real_socket_names_the_peer() {
+    use std::io::Write;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let mut reactor = Reactor::new(Config::default()).unwrap();
+        let addr = reactor
+            .listen("127.0.0.1:0".parse().unwrap(), ListenConfig::default())
+            .unwrap();
+        addr_tx.send((reactor.handle(), addr)).unwrap();
+        let mut handler = |_: &mut Engine, e: Event, _: Instant| {
+            if let Event::SessionOpened { peer, .. } = e {
+                let _ = tx.send(peer);
+            }
+        };
+        reactor.run(&mut handler).unwrap();
+    });
+    let (handle, addr) = addr_rx.recv().unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(&hello_bytes("pia", 0x91A, 0)).unwrap();
+    let peer = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(peer, Some(s.local_addr().unwrap()));
+    handle.shutdown().unwrap();
+    thread.join().unwrap();
+}

@@ -44,8 +44,14 @@ struct Chat {
 impl Chat {
     fn on_event(&mut self, engine: &mut Engine, event: Event, now: Instant) {
         match event {
-            Event::SessionOpened { conn, identity, .. } => {
-                info!("online: {identity} ({conn})");
+            Event::SessionOpened {
+                conn,
+                identity,
+                peer,
+                ..
+            } => {
+                let from = peer.map_or(String::new(), |p| format!(" from {p}"));
+                info!("online: {identity} ({conn}){from}");
                 self.flush_held(engine, identity.as_str(), now);
             }
             Event::SessionAcked { identity, .. } => {

@@ -36,6 +36,9 @@ pub enum Event {
         instance: u64,
         /// The session id sent in WELCOME.
         session: u64,
+        /// The client's address, as the driver saw it: the mio reactor fills it in; the
+        /// engine itself, which never sees a socket, and the simulator leave it `None`.
+        peer: Option<SocketAddr>,
     },
     /// Server side: a connection ended (handshake or not), with why.
     SessionClosed {

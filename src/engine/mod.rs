@@ -1188,6 +1188,7 @@ impl Engine {
             identity,
             instance: hello.instance,
             session,
+            peer: None,
         });
         self.pump(index);
     }
