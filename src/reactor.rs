@@ -616,7 +616,9 @@ impl Reactor {
     /// The peer address of `conn`'s socket, if it is still open.
     fn peer_of(&self, conn: ConnId) -> Option<SocketAddr> {
         let sock = self.sockets.get(conn.index())?.as_ref()?;
-        (sock.id == conn).then(|| sock.stream.peer_addr().ok()).flatten()
+        (sock.id == conn)
+            .then(|| sock.stream.peer_addr().ok())
+            .flatten()
     }
 
     /// A descriptor was closed: if accepting is paused for lack of them, retry now.

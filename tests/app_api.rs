@@ -171,3 +171,66 @@ fn a_session_opened_over_a_real_socket_names_the_peer() {
     handle.shutdown().unwrap();
     thread.join().unwrap();
 }
+
+/// Logins decided by the application: the verdict may come later (after a database call),
+/// while the handshake deadline runs; unanswered logins are timed out.
+#[test]
+fn logins_wait_for_the_applications_verdict() {
+    use liveline::frame::{Code, Frame, Reason};
+    let mut cfg = default_config();
+    cfg.handshake_timeout = SECOND;
+    let mut w = World::new(33, 1, cfg);
+    let server = w.servers[0];
+    w.sim.engine(server).decide_logins(true);
+    let login = |s: &liveline::sim::Sim, name: &str| {
+        s.events(server).iter().find_map(|e| match e {
+            Event::Login { conn, hello } if hello.identity.as_str() == name => Some(*conn),
+            _ => None,
+        })
+    };
+    // Accepted after a while: the client becomes active only then.
+    let ok = w.client("ok", &[0]);
+    assert!(w.sim.run_until(SECOND, |s| login(s, "ok").is_some()));
+    w.sim.run_for(200 * MS);
+    assert!(!active(&mut w.sim, ok), "active before the verdict");
+    let conn = login(&w.sim, "ok").unwrap();
+    let now = w.sim.now();
+    w.sim.engine(server).accept_login(conn, now).unwrap();
+    assert!(w.sim.run_until(SECOND, |s| active(s, ok)));
+    assert_eq!(
+        w.sim.engine(server).accept_login(conn, now),
+        Err(liveline::engine::SendError::NotActive),
+        "a verdict is given once"
+    );
+    // Rejected: REJECT with the application's reason reaches the peer.
+    let raw = w.sim.raw_connect(w.addrs[0]);
+    w.sim.raw_send(raw, &hello_bytes("bad", 0xBAD, 0));
+    assert!(w.sim.run_until(SECOND, |s| login(s, "bad").is_some()));
+    let conn = login(&w.sim, "bad").unwrap();
+    let now = w.sim.now();
+    let reason = Reason::new(Code::AUTH_FAILED, "token expired");
+    w.sim
+        .engine(server)
+        .reject_login(conn, reason, now)
+        .unwrap();
+    assert!(w.sim.run_until(SECOND, |s| s.raw_closed(raw)));
+    assert!(matches!(
+        frames_in(w.sim.raw_received(raw)).first(),
+        Some(Frame::Reject(r)) if r.code == Code::AUTH_FAILED && r.text.as_str() == "token expired"
+    ));
+    // Never answered: timed out at the handshake deadline, and a late verdict is refused.
+    let slow = w.sim.raw_connect(w.addrs[0]);
+    w.sim.raw_send(slow, &hello_bytes("slow", 0x510, 0));
+    assert!(w.sim.run_until(SECOND, |s| login(s, "slow").is_some()));
+    let conn = login(&w.sim, "slow").unwrap();
+    assert!(w.sim.run_until(SECOND * 2, |s| s.raw_closed(slow)));
+    assert_eq!(
+        error_code_in(w.sim.raw_received(slow)),
+        Some(Code::HANDSHAKE_TIMEOUT)
+    );
+    let now = w.sim.now();
+    assert_eq!(
+        w.sim.engine(server).accept_login(conn, now),
+        Err(liveline::engine::SendError::Gone)
+    );
+}

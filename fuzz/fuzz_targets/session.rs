@@ -31,6 +31,13 @@ enum Op {
     ClientSend { payload: Vec<u8>, reliable: bool },
     Shutdown,
     CloseClient,
+    /// From now on, logins wait for a verdict.
+    DecideLogins,
+    /// A verdict on accepted connection number `conn % accepted`.
+    Verdict { conn: u8, accept: bool },
+    /// An application timer, in milliseconds (times 16), maybe repeating.
+    Timer { ms: u16, every: Option<u16> },
+    RetryNow,
 }
 
 fn legal(from: ClientState, to: ClientState) -> bool {
@@ -146,6 +153,27 @@ fuzz_target!(|ops: Vec<Op>| {
             }
             Op::Shutdown => engine.shutdown(now),
             Op::CloseClient => engine.close_client(client, now),
+            Op::DecideLogins => engine.decide_logins(true),
+            Op::Verdict { conn, accept } => {
+                if let Some(&c) = accepted.get(conn as usize % accepted.len().max(1)) {
+                    let _ = if accept {
+                        engine.accept_login(c, now)
+                    } else {
+                        let reason = liveline::frame::Reason::new(
+                            liveline::frame::Code::AUTH_FAILED,
+                            "no",
+                        );
+                        engine.reject_login(c, reason, now)
+                    };
+                }
+            }
+            Op::Timer { ms: ms_value, every } => {
+                let ms = |m: u16| Duration::from_millis(u64::from(m) * 16);
+                engine.set_timer(ms(ms_value), every.map(ms), 0);
+            }
+            Op::RetryNow => {
+                let _ = engine.retry_now(client, now);
+            }
         }
         while let Some(io) = engine.poll_io() {
             match io {

@@ -15,6 +15,8 @@ use std::num::NonZeroU32;
 pub(super) enum ConnState {
     Connecting,
     AwaitHello,
+    /// Server: a valid HELLO waits for the application's verdict (`Event::Login`).
+    AwaitVerdict,
     AwaitWelcome,
     Active,
     Closing,

@@ -40,6 +40,19 @@ pub enum Event {
         /// engine itself, which never sees a socket, and the simulator leave it `None`.
         peer: Option<SocketAddr>,
     },
+    /// Server side, when logins are decided by the application
+    /// ([`Engine::decide_logins`](crate::engine::Engine::decide_logins)): a client sent a
+    /// valid HELLO. Answer with
+    /// [`Engine::accept_login`](crate::engine::Engine::accept_login) or
+    /// [`Engine::reject_login`](crate::engine::Engine::reject_login), now or later (after
+    /// asking a database, say), before the handshake deadline, which keeps running; a
+    /// connection not answered by then is closed with `HANDSHAKE_TIMEOUT`.
+    Login {
+        /// The connection.
+        conn: ConnId,
+        /// What the client presented (identity, instance, token).
+        hello: Box<Hello>,
+    },
     /// Server side: a connection ended (handshake or not), with why.
     SessionClosed {
         /// The connection.

@@ -114,6 +114,10 @@ pub struct Engine {
     /// caller may repeat (see [`Engine::with_seed`]).
     ids: Rng,
     hello_hook: Option<HelloHook>,
+    /// Logins wait for the application's verdict (`Event::Login`).
+    decide_logins: bool,
+    /// HELLOs waiting for a verdict, by connection slot (with the generation).
+    verdicts: hashbrown::HashMap<u32, (NonZeroU32, Box<Hello>)>,
     shutting_down: bool,
     io: VecDeque<Io>,
     transmit: VecDeque<ConnId>,
@@ -175,6 +179,8 @@ impl Engine {
             rng,
             ids,
             hello_hook: None,
+            decide_logins: false,
+            verdicts: hashbrown::HashMap::new(),
             shutting_down: false,
             io: VecDeque::new(),
             transmit: VecDeque::new(),
@@ -197,6 +203,51 @@ impl Engine {
     /// refusal is sent as REJECT with its reason.
     pub fn set_hello_hook(&mut self, hook: HelloHook) {
         self.hello_hook = Some(hook);
+    }
+
+    /// Server side: with `true`, every valid HELLO (after the hook, if any) is handed to the
+    /// application as [`Event::Login`] and waits for
+    /// [`accept_login`](Self::accept_login) or [`reject_login`](Self::reject_login), so that
+    /// credentials can be checked asynchronously. Default `false`: logins are accepted.
+    pub fn decide_logins(&mut self, on: bool) {
+        self.decide_logins = on;
+    }
+
+    /// Server side: accepts the login of `conn` (see [`Event::Login`]): WELCOME goes out and
+    /// [`Event::SessionOpened`] follows (or REJECT, if in the meantime a newer session of
+    /// the same client instance went live). [`SendError::Gone`] if the connection is gone
+    /// (it hung up, or the handshake deadline passed); [`SendError::NotActive`] if it is not
+    /// waiting for a verdict.
+    pub fn accept_login(&mut self, conn: ConnId, now: Instant) -> Result<(), SendError> {
+        self.set_now(now);
+        let hello = self.take_verdict(conn)?;
+        self.log_in(conn.index as usize, *hello);
+        Ok(())
+    }
+
+    /// Server side: refuses the login of `conn` with REJECT `reason` (say
+    /// [`Code::AUTH_FAILED`]); errors as for [`accept_login`](Self::accept_login).
+    pub fn reject_login(
+        &mut self,
+        conn: ConnId,
+        reason: Reason,
+        now: Instant,
+    ) -> Result<(), SendError> {
+        self.set_now(now);
+        self.take_verdict(conn)?;
+        self.reject(conn.index as usize, reason);
+        Ok(())
+    }
+
+    fn take_verdict(&mut self, conn: ConnId) -> Result<Box<Hello>, SendError> {
+        let c = self.conn(conn).ok_or(SendError::Gone)?;
+        if c.state != ConnState::AwaitVerdict {
+            return Err(SendError::NotActive);
+        }
+        match self.verdicts.remove(&conn.index) {
+            Some((gen, hello)) if gen == conn.gen => Ok(hello),
+            _ => Err(SendError::Gone),
+        }
     }
 
     /// Server side: session records kept (live sessions plus recently left ones).
@@ -1031,6 +1082,9 @@ impl Engine {
                 Frame::Hello(h) => self.on_hello(index, *h),
                 other => self.violation(index, &other, "expected HELLO"),
             },
+            (Role::Server { .. }, ConnState::AwaitVerdict) => {
+                self.violation(index, &frame, "sent before WELCOME");
+            }
             (Role::Server { record }, ConnState::Active) => match frame {
                 Frame::Ping(v) => self.queue_frame(index, &Frame::Pong(v)),
                 Frame::Pong(_) => {}
@@ -1151,6 +1205,22 @@ impl Engine {
                 return self.reject(index, reason);
             }
         }
+        if self.decide_logins {
+            // The handshake deadline keeps running while the application decides.
+            self.conns[index].state = ConnState::AwaitVerdict;
+            let gen = conn.gen;
+            self.verdicts
+                .insert(index as u32, (gen, Box::new(hello.clone())));
+            let hello = Box::new(hello);
+            self.events.push_back(Event::Login { conn, hello });
+            return;
+        }
+        self.log_in(index, hello);
+    }
+
+    /// Logs a checked HELLO in: admission by the session store, WELCOME, the session.
+    fn log_in(&mut self, index: usize, hello: Hello) {
+        let conn = self.id_of(index);
         let live = |c: ConnId| self.live(c);
         match self.store.admit(&hello, live, self.cfg.duplicate_login) {
             Admit::Refuse(reason) => return self.reject(index, reason),
@@ -1337,6 +1407,15 @@ impl Engine {
     fn release(&mut self, index: usize) {
         let conn = self.id_of(index);
         let mut c = self.conns.remove(index);
+        // A login still waiting for a verdict (the connection hung up, or timed out).
+        if !self.verdicts.is_empty()
+            && self
+                .verdicts
+                .get(&(index as u32))
+                .is_some_and(|(gen, _)| *gen == c.gen)
+        {
+            self.verdicts.remove(&(index as u32));
+        }
         c.idle.disarm(&mut self.wheel);
         if let Some(b) = c.bufs.take() {
             self.pool.give(b);
@@ -1367,7 +1446,7 @@ impl Engine {
                     let reason = Reason::new(Code::NO_ERROR, "connect timed out");
                     return self.finish(index, reason, Lost::Failed);
                 }
-                ConnState::AwaitHello => {
+                ConnState::AwaitHello | ConnState::AwaitVerdict => {
                     return self.fail_with_error(
                         index,
                         Reason::new(Code::HANDSHAKE_TIMEOUT, "handshake not completed in time"),
