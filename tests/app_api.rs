@@ -234,3 +234,42 @@ fn logins_wait_for_the_applications_verdict() {
         Err(liveline::engine::SendError::Gone)
     );
 }
+
+#[test]
+fn typed_handles_exist_only_for_what_is_there() {
+    let mut w = World::new(34, 1, default_config());
+    let server = w.servers[0];
+    let cy = w.client("cy", &[0]);
+    assert!(w.sim.run_until(SECOND, |s| active(s, cy)));
+    let conn = w.sim.engine_ref(server).session_of("cy").unwrap();
+    {
+        let engine = w.sim.engine(server);
+        let mut session = engine.session(conn).expect("active");
+        assert_eq!(session.identity().as_str(), "cy");
+        assert_eq!(session.id(), conn);
+        session
+            .send_message(Bytes::from_static(b"via handle"))
+            .unwrap();
+        assert_eq!(session.unacked(), 1);
+    }
+    assert!(w.sim.run_until(SECOND, |s| s.events(cy.0).iter().any(|e| {
+        matches!(e, Event::ClientMessage { payload, .. } if payload == &b"via handle"[..])
+    })));
+    let engine = w.sim.engine(cy.0);
+    let mut client = engine.client(cy.1).expect("not closed");
+    assert_eq!(client.info().state, liveline::engine::ClientState::Active);
+    client.send_message(Bytes::from_static(b"up")).unwrap();
+    client.close();
+    assert!(
+        w.sim.engine(cy.0).client(cy.1).is_none(),
+        "closed: no handle"
+    );
+    assert!(w
+        .sim
+        .run_until(SECOND, |s| s.engine_ref(server).session_of("cy").is_none()));
+    assert!(
+        w.sim.engine(server).session(conn).is_none(),
+        "gone: no handle"
+    );
+    assert!(w.sim.engine(server).session_by_identity("cy").is_none());
+}

@@ -19,7 +19,7 @@ use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub(super) struct Client {
+pub(super) struct ClientRecord {
     pub(super) gen: NonZeroU32,
     /// The HELLO identity followed by the token, in one box (16 bytes, where a `Text` and
     /// a `Bytes` take 64): they are only read to build a HELLO, once per attempt.
@@ -52,7 +52,7 @@ pub(super) struct Client {
     pub(super) max_frame_len: u32,
 }
 
-impl Client {
+impl ClientRecord {
     /// Why `cfg` could never make a HELLO that a server accepts, if it could not: an empty
     /// identity or one over 255 bytes, no server, or a HELLO over `max_frame_len`.
     pub(super) fn check(cfg: &ClientConfig, max_frame_len: u32) -> Result<(), ConfigError> {
@@ -87,8 +87,8 @@ impl Client {
         instance: u64,
         servers: Arc<Vec<SocketAddr>>,
         max_frame_len: u32,
-    ) -> Client {
-        Client {
+    ) -> ClientRecord {
+        ClientRecord {
             gen,
             credentials: Credentials::new(&cfg.identity, &cfg.token),
             instance,

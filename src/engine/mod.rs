@@ -48,12 +48,14 @@ use crate::config::{Config, ConfigError};
 use crate::frame::{Code, Frame, Hello, Reason, Text, Welcome, PROTOCOL_VERSION};
 use crate::idle::{IdleConfig, IdleKind, IdleTracker};
 use crate::reliable::Window;
+mod api;
 mod client;
 mod conn;
 mod event;
 mod handle;
 mod store;
 
+pub use api::{Client, Session};
 pub use event::{
     ClientConfig, ClientInfo, ClientState, Event, FailCause, HelloHook, Retry, SendError,
 };
@@ -63,7 +65,7 @@ use crate::rng::Rng;
 use crate::time::{Clock, Tick};
 use crate::wheel::{TimerKey, Wheel};
 use bytes::{Buf, Bytes, BytesMut};
-use client::{Client, ServerLists};
+use client::{ClientRecord, ServerLists};
 use conn::{Conn, ConnState, Pool, Role, RX_CHUNK};
 use log::{debug, warn};
 use slab::Slab;
@@ -102,7 +104,7 @@ pub struct Engine {
     server_idle: IdleConfig,
     client_idle: IdleConfig,
     conns: Slab<Conn>,
-    clients: Slab<Client>,
+    clients: Slab<ClientRecord>,
     /// The server side's session records.
     store: SessionStore,
     /// Application timers.
@@ -717,6 +719,17 @@ impl Engine {
 
     // ---------------------------------------------------------------- commands
 
+    /// The record of the active server session on `conn`.
+    fn active_record(&self, conn: ConnId) -> Option<u32> {
+        match self.conn(conn)? {
+            c if c.state != ConnState::Active => None,
+            c => match c.role {
+                Role::Server { record } => record,
+                _ => None,
+            },
+        }
+    }
+
     /// Server side: the live session of `identity`, if it has one on this engine.
     pub fn session_of(&self, identity: &str) -> Option<ConnId> {
         self.store.session_of(identity).filter(|&conn| {
@@ -842,12 +855,12 @@ impl Engine {
     /// frame limit.
     pub fn add_client(&mut self, cfg: ClientConfig, now: Instant) -> Result<ClientId, ConfigError> {
         self.set_now(now);
-        Client::check(&cfg, self.cfg.max_frame_len)?;
+        ClientRecord::check(&cfg, self.cfg.max_frame_len)?;
         let instance = cfg.instance.unwrap_or_else(|| self.ids.next_u64());
         let gen = self.next_gen();
         let servers = self.server_lists.share(&cfg.servers);
         crate::growth::room_in_slab(&mut self.clients);
-        let client = Client::new(&cfg, gen, instance, servers, self.cfg.max_frame_len);
+        let client = ClientRecord::new(&cfg, gen, instance, servers, self.cfg.max_frame_len);
         let index = self.clients.insert(client);
         let id = self.client_id(index);
         self.start_connect(index);
@@ -1981,7 +1994,7 @@ mod tests {
         // Slab slots add a discriminant to these; the wheel entry is 16 bytes more.
         let conn = std::mem::size_of::<Conn>();
         let record = std::mem::size_of::<store::Record>();
-        let client = std::mem::size_of::<Client>();
+        let client = std::mem::size_of::<ClientRecord>();
         let event = std::mem::size_of::<Event>();
         eprintln!("conn {conn} B, record {record} B, client {client} B, event {event} B");
         // What keeps an idle connection under 256 bytes on either side (benches/memory.rs).
