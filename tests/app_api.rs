@@ -273,3 +273,62 @@ fn typed_handles_exist_only_for_what_is_there() {
     );
     assert!(w.sim.engine(server).session_by_identity("cy").is_none());
 }
+
+/// A client closing once everything is acknowledged: it delivers what it queued (even
+/// across a server that comes up late), refuses new messages meanwhile, then closes; past
+/// its deadline, what is left is reported failed.
+#[test]
+fn a_client_closes_once_everything_is_acknowledged() {
+    use liveline::engine::{ClientState, SendError};
+    let mut w = World::new(35, 1, default_config());
+    let server = w.servers[0];
+    w.sim.refuse(server, true);
+    let dee = w.client("dee", &[0]);
+    let ids: Vec<u64> = (0..3)
+        .map(|i| w.send(dee, format!("m{i}").as_bytes()))
+        .collect();
+    let now = w.sim.now();
+    w.sim
+        .engine(dee.0)
+        .close_client_when_acked(dee.1, SECOND * 10, now)
+        .unwrap();
+    assert_eq!(
+        w.sim
+            .engine(dee.0)
+            .client_send_message(dee.1, Bytes::from_static(b"late")),
+        Err(SendError::Closing)
+    );
+    w.sim.run_for(SECOND);
+    w.sim.refuse(server, false);
+    let closed = |s: &mut liveline::sim::Sim, c: ClientRef| {
+        s.events(c.0).iter().any(|e| {
+            matches!(e, Event::ClientState { client, state: ClientState::Closed, .. } if *client == c.1)
+        })
+    };
+    assert!(w.sim.run_until(SECOND * 9, |s| closed(s, dee)));
+    assert!(ids.iter().all(|&id| acked(&mut w.sim, dee, id)));
+    assert_eq!(messages(&w.sim, server).len(), 3);
+    let failed = w
+        .sim
+        .events(dee.0)
+        .iter()
+        .filter(|e| matches!(e, Event::Failed { .. }))
+        .count();
+    assert_eq!(failed, 0);
+
+    // No server at all: the deadline closes it, and what was left is handed back.
+    w.sim.refuse(server, true);
+    let eli = w.client("eli", &[0]);
+    w.send(eli, b"never");
+    let now = w.sim.now();
+    w.sim
+        .engine(eli.0)
+        .close_client_when_acked(eli.1, SECOND, now)
+        .unwrap();
+    w.sim.run_for(SECOND - 20 * MS);
+    assert!(!closed(&mut w.sim, eli), "closed before its deadline");
+    assert!(w.sim.run_until(SECOND, |s| closed(s, eli)));
+    assert!(w.sim.events(eli.0).iter().any(|e| {
+        matches!(e, Event::Failed { client, payload, .. } if *client == eli.1 && payload == &b"never"[..])
+    }));
+}

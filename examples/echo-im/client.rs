@@ -277,22 +277,12 @@ fn read_stdin(handle: Handle, client: ClientId, quit: mpsc::Sender<()>) {
     let _ = quit.send(());
 }
 
-/// Quits gracefully: waits (at most 5 s) for what was sent to be acknowledged, then closes
-/// the client, which reports anything still undelivered and tells the server it is a quit.
+/// Quits gracefully: the client closes once what was sent is acknowledged (at most 5 s),
+/// reporting anything still undelivered, and tells the server it is a quit.
 fn quit_gracefully(handle: &Handle, client: ClientId) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        let (tx, rx) = mpsc::channel();
-        let asked = handle.run(move |engine, _| {
-            let _ = tx.send(engine.client_info(client).map_or(0, |i| i.unacked));
-        });
-        match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(0) => break,
-            _ if asked.is_err() => return,
-            _ => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
-    let _ = handle.run(move |engine, now| engine.close_client(client, now));
+    let _ = handle.run(move |engine, now| {
+        let _ = engine.close_client_when_acked(client, Duration::from_secs(5), now);
+    });
 }
 
 /// Turns client events into lines, with what a person needs: a lost connection only for

@@ -239,6 +239,9 @@ pub enum SendError {
     WindowFull,
     /// The payload does not fit in one frame.
     TooLarge,
+    /// The client is closing once what it sent is acknowledged
+    /// ([`Engine::close_client_when_acked`](crate::engine::Engine::close_client_when_acked)).
+    Closing,
 }
 
 impl fmt::Display for SendError {
@@ -248,6 +251,7 @@ impl fmt::Display for SendError {
             SendError::NotActive => "session not active",
             SendError::WindowFull => "too many unacknowledged messages (or bytes)",
             SendError::TooLarge => "payload exceeds the frame limit",
+            SendError::Closing => "the client is closing",
         })
     }
 }

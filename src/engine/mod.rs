@@ -109,6 +109,9 @@ pub struct Engine {
     store: SessionStore,
     /// Application timers.
     timers: Slab<AppTimer>,
+    /// Clients closing once everything they sent is acknowledged, by index: (generation,
+    /// the tick by which they close regardless).
+    draining: hashbrown::HashMap<u32, (NonZeroU32, Tick)>,
     next_gen: NonZeroU32,
     /// Reconnect jitter.
     rng: Rng,
@@ -176,6 +179,7 @@ impl Engine {
             conns: Slab::new(),
             clients: Slab::new(),
             timers: Slab::new(),
+            draining: hashbrown::HashMap::new(),
             store: SessionStore::new(clock.ticks_for(cfg.record_linger), cfg.max_connections),
             next_gen: NonZeroU32::MIN,
             rng,
@@ -641,6 +645,9 @@ impl Engine {
         self.set_now(now);
         // Here and nowhere else, so that no other call can free a record under its caller.
         self.store.expire(self.tick, &mut self.events);
+        if !self.draining.is_empty() {
+            self.close_drained();
+        }
         // At most MAX_FIRED timers per call, so that a mass expiry (100k heartbeats due in
         // the same tick) cannot hold up I/O: if more are due, `poll_timeout` says "now" and
         // the driver comes back after one more round of I/O.
@@ -708,12 +715,18 @@ impl Engine {
     /// called earlier; it may find nothing due).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let wheel = self.wheel.next_deadline();
-        // Session records left behind are forgotten by `handle_timeout` too.
+        // Session records left behind are forgotten by `handle_timeout` too, and clients
+        // draining past their deadline are closed there.
         let records = self.store.next_expiry(self.tick);
-        let next = match (wheel, records) {
-            (Some(a), Some(b)) => Some(a.earliest(b)),
-            (a, b) => a.or(b),
-        };
+        let drains = self
+            .draining
+            .values()
+            .map(|&(_, at)| at)
+            .reduce(Tick::earliest);
+        let next = [wheel, records, drains]
+            .into_iter()
+            .flatten()
+            .reduce(Tick::earliest);
         next.map(|t| self.now + self.clock.until_at(self.now_ns, t))
     }
 
@@ -888,11 +901,15 @@ impl Engine {
     ) -> Result<u64, SendError> {
         let ci = self.client_index(client).ok_or(SendError::Gone)?;
         let window = self.window();
+        if self
+            .draining
+            .get(&(ci as u32))
+            .is_some_and(|&(gen, _)| gen == client.gen)
+        {
+            return Err(SendError::Closing);
+        }
         let k = &mut self.clients[ci];
         Self::fits(k.max_frame_len, payload.len(), true)?;
-        if k.state == ClientState::Closed {
-            return Err(SendError::Gone);
-        }
         let id = k
             .send
             .push(payload, window)
@@ -913,6 +930,49 @@ impl Engine {
         self.set_now(now);
         if let Some(ci) = self.client_index(client) {
             self.stop_client(ci, Reason::new(Code::NO_ERROR, "client closed"));
+        }
+    }
+
+    /// Client side: closes the client once everything it sent is acknowledged, or after
+    /// `within` at the latest (what is still unacknowledged then is reported as
+    /// [`Event::Failed`]). Meanwhile it stays connected (and reconnects if need be) to
+    /// deliver, and refuses new messages with [`SendError::Closing`]. With nothing
+    /// unacknowledged it closes at once. `Err(SendError::Gone)` if it is closed already.
+    pub fn close_client_when_acked(
+        &mut self,
+        client: ClientId,
+        within: Duration,
+        now: Instant,
+    ) -> Result<(), SendError> {
+        self.set_now(now);
+        let ci = self.client_index(client).ok_or(SendError::Gone)?;
+        let at = self.after(within);
+        self.draining.insert(ci as u32, (client.gen, at));
+        self.close_drained();
+        Ok(())
+    }
+
+    /// Closes the draining clients that have nothing left unacknowledged or whose time is
+    /// up.
+    fn close_drained(&mut self) {
+        let tick = self.tick;
+        let clients = &self.clients;
+        let done: Vec<u32> = self
+            .draining
+            .iter()
+            .filter(|&(&ci, &(gen, at))| {
+                match clients.get(ci as usize).filter(|k| k.gen == gen) {
+                    Some(k) => k.send.is_empty() || at.is_at_or_before(tick),
+                    None => true, // closed meanwhile
+                }
+            })
+            .map(|(&ci, _)| ci)
+            .collect();
+        for ci in done {
+            let (gen, _) = self.draining.remove(&ci).expect("just listed");
+            if self.clients.get(ci as usize).is_some_and(|k| k.gen == gen) {
+                self.stop_client(ci as usize, Reason::new(Code::NO_ERROR, "client closed"));
+            }
         }
     }
 
@@ -1182,6 +1242,11 @@ impl Engine {
                                 client: id,
                                 id: mid,
                             });
+                            if self.clients[ci].send.is_empty()
+                                && self.draining.contains_key(&(ci as u32))
+                            {
+                                self.close_drained();
+                            }
                         }
                     }
                     Frame::GoAway(reason) => self.on_go_away(index, ci, reason),
@@ -1692,6 +1757,7 @@ impl Engine {
         }
         self.client_event(ci, ClientState::Closed, Some(reason));
         self.clients.remove(ci);
+        self.draining.remove(&(ci as u32));
     }
 
     /// Reports a state of the client with the server it concerns (the current one).
