@@ -84,15 +84,18 @@
 //! }
 //! ```
 //!
-//! Layers, bottom up:
+//! The modules, bottom up:
 //! - [`frame`]: the frames of wire protocol v1 and their body layouts;
-//! - [`codec`]: the incremental, bounded decoder and the encoder;
-//! - [`time`], [`wheel`], [`idle`]: ticks, the hashed timing wheel, idle tracking;
-//! - [`reliable`], [`backoff`], [`rng`]: send windows and duplicate filters, reconnect
-//!   pacing, random numbers;
-//! - [`config`]: settings, checked when an engine is built;
-//! - [`engine`]: the sans-IO engine (sessions, reliable messages, reconnecting clients);
-//! - [`reactor`] and [`sim`]: the two drivers, real sockets and a simulated network.
+//! - [`codec`]: the incremental, bounded decoder and the encoder (usable on its own);
+//! - [`config`] and [`backoff`]: settings, checked when an engine is built;
+//! - [`engine`]: the sans-IO engine (sessions, reliable messages, reconnecting clients,
+//!   timers), its events and typed handles;
+//! - [`reactor`]: the driver over real sockets (mio), and with the `sim` feature, `sim`:
+//!   the driver over a simulated network on a virtual clock, for deterministic tests of
+//!   an application's failover and timing.
+//!
+//! Underneath, not API: a hashed timing wheel, Netty-style idle tracking, send windows
+//! and duplicate filters (public only with the `internals` feature, for benchmarks).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -102,13 +105,41 @@ pub mod config;
 pub mod engine;
 pub mod frame;
 mod growth;
-pub mod idle;
 pub mod reactor;
-pub mod reliable;
-pub mod rng;
+#[cfg(feature = "sim")]
 pub mod sim;
+
+// Building blocks, not API: public only with the `internals` feature (benchmarks).
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod idle;
+#[cfg(not(feature = "internals"))]
+#[allow(dead_code)]
+mod idle;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod reliable;
+#[cfg(not(feature = "internals"))]
+#[allow(dead_code)]
+mod reliable;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod rng;
+#[cfg(not(feature = "internals"))]
+#[allow(dead_code)]
+mod rng;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
 pub mod time;
+#[cfg(not(feature = "internals"))]
+#[allow(dead_code)]
+mod time;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
 pub mod wheel;
+#[cfg(not(feature = "internals"))]
+#[allow(dead_code)]
+mod wheel;
 
 /// The byte buffers payloads travel in, re-exported so that an application needs no
 /// dependency of its own to build or read them.

@@ -3,7 +3,8 @@
 //!
 //! # Call-order contract
 //!
-//! A driver (the mio reactor, or [`sim`](crate::sim)) owns the sockets and the clock:
+//! A driver (the mio reactor, or the simulator of the `sim` feature) owns the sockets and
+//! the clock:
 //!
 //! 1. Feed inputs as they happen, each with the current time: [`Engine::handle_accept`],
 //!    [`Engine::handle_connected`], [`Engine::handle_connect_failed`],
