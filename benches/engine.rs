@@ -7,7 +7,9 @@
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use liveline::config::Config;
-use liveline::engine::{ClientConfig, ClientId, ClientState, ConnId, Engine, Event, Io};
+use liveline::engine::{
+    ClientConfig, ClientEvent, ClientId, ClientState, ConnId, Engine, Event, Io,
+};
 use liveline::frame::Text;
 use liveline::sim::{NetConfig, NodeId, Sim};
 use std::net::SocketAddr;
@@ -194,7 +196,7 @@ impl Direct {
         loop {
             let moved = self.carry(true) | self.carry(false);
             while let Some(e) = self.client.poll_event() {
-                self.rtts += usize::from(matches!(e, Event::Rtt { .. }));
+                self.rtts += usize::from(matches!(e, Event::Client(ClientEvent::Rtt { .. })));
             }
             while self.server.poll_event().is_some() {}
             if !moved {
@@ -264,7 +266,7 @@ fn heartbeat(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, w: &mut World, n:
                     .sim
                     .events(w.clients)
                     .iter()
-                    .filter(|e| matches!(e, Event::Rtt { .. }))
+                    .filter(|e| matches!(e, Event::Client(ClientEvent::Rtt { .. })))
                     .count();
                 w.sim.clear_events(w.clients);
             }

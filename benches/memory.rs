@@ -6,7 +6,7 @@
 //! 100,000.
 
 use liveline::config::Config;
-use liveline::engine::{ClientConfig, Engine, Event, Io};
+use liveline::engine::{ClientConfig, ClientEvent, Engine, Event, Io, ServerEvent};
 use liveline::frame::Text;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
@@ -140,7 +140,7 @@ fn steady_state_allocations(pairs_n: usize, rounds: usize) -> f64 {
             }
             while server.poll_transmit().is_some() {}
             while let Some(e) = server.poll_event() {
-                if let Event::Message { conn, payload, .. } = e {
+                if let Event::Server(ServerEvent::Message { conn, payload, .. }) = e {
                     server.send_data(conn, &payload).expect("active");
                 }
             }
@@ -240,7 +240,7 @@ fn main() {
     while server.poll_event().is_some() {}
     let mut active = 0;
     while let Some(e) = client.poll_event() {
-        if matches!(e, Event::ClientState { .. }) {
+        if matches!(e, Event::Client(ClientEvent::State { .. })) {
             active += 1;
         }
     }

@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 use liveline::config::Config;
-use liveline::engine::{ClientConfig, ClientState, Engine, Event};
+use liveline::engine::{ClientConfig, ClientEvent, ClientState, Engine, Event};
 use liveline::frame::Text;
 use liveline::reactor::Reactor;
 use std::net::SocketAddr;
@@ -52,18 +52,18 @@ fn main() -> std::io::Result<()> {
     let end = start + Duration::from_secs(secs);
     while Instant::now() < end {
         let mut handler = |_: &mut Engine, e: Event, _: Instant| match e {
-            Event::ClientState {
+            Event::Client(ClientEvent::State {
                 state: ClientState::Active,
                 ..
-            } => active += 1,
-            Event::ClientState {
+            }) => active += 1,
+            Event::Client(ClientEvent::State {
                 state: ClientState::Backoff,
                 ..
-            } => {
+            }) => {
                 lost += 1;
                 active = active.saturating_sub(1);
             }
-            Event::Rtt { .. } => pongs += 1,
+            Event::Client(ClientEvent::Rtt { .. }) => pongs += 1,
             _ => {}
         };
         reactor.turn(&mut handler, Some(Duration::from_millis(100)))?;

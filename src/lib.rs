@@ -14,7 +14,7 @@
 //!
 //! ```no_run
 //! use liveline::config::Config;
-//! use liveline::engine::{Engine, Event};
+//! use liveline::engine::{ClientEvent, Engine, Event, ServerEvent};
 //! use liveline::reactor::{ListenConfig, Reactor};
 //! use std::time::{Duration, Instant};
 //!
@@ -25,18 +25,18 @@
 //!     let minute = Duration::from_secs(60);
 //!     reactor.engine().set_timer(minute, Some(minute), 0);
 //!     let mut handler = |engine: &mut Engine, event: Event, _now: Instant| match event {
-//!         Event::SessionOpened { identity, .. } => println!("{identity} is online"),
-//!         Event::Message { identity, payload, .. } => {
+//!         Event::Server(ServerEvent::Opened { identity, .. }) => println!("{identity} is online"),
+//!         Event::Server(ServerEvent::Message { identity, payload, .. }) => {
 //!             // Acknowledged to the sender already; the echo is a reliable message too.
 //!             if let Err(e) = engine.send_to(identity.as_str(), payload) {
 //!                 eprintln!("not echoed to {identity}: {e}");
 //!             }
 //!         }
-//!         Event::SessionFailed { identity, payload, cause, .. } => {
+//!         Event::Server(ServerEvent::Failed { identity, payload, cause, .. }) => {
 //!             eprintln!("{} bytes for {identity} not delivered: {cause}", payload.len());
 //!         }
 //!         Event::Timer { .. } => println!("{} online", engine.sessions().count()),
-//!         Event::SessionClosed { identity: Some(who), reason, .. } => {
+//!         Event::Server(ServerEvent::Closed { identity: Some(who), reason, .. }) => {
 //!             println!("{who} left: {reason}");
 //!         }
 //!         _ => {}
@@ -52,7 +52,7 @@
 //!
 //! ```no_run
 //! use liveline::config::Config;
-//! use liveline::engine::{ClientConfig, ClientState, Engine, Event};
+//! use liveline::engine::{ClientConfig, ClientEvent, ClientState, Engine, Event};
 //! use liveline::frame::Text;
 //! use liveline::reactor::Reactor;
 //! use liveline::Bytes;
@@ -72,12 +72,12 @@
 //!     // Sent as soon as a session is up, and again after every reconnect until acknowledged.
 //!     reactor.engine().client_send_message(client, Bytes::from("hello")).unwrap();
 //!     let mut handler = |engine: &mut Engine, event: Event, now: Instant| match event {
-//!         Event::ClientState { state: ClientState::Active, server, .. } => {
+//!         Event::Client(ClientEvent::State { state: ClientState::Active, server, .. }) => {
 //!             println!("connected to {server:?}");
 //!         }
-//!         Event::Acked { .. } => engine.close_client(client, now), // delivered: done
-//!         Event::Failed { payload, .. } => eprintln!("not delivered: {payload:?}"),
-//!         Event::ClientState { state: ClientState::Closed, .. } => engine.shutdown(now),
+//!         Event::Client(ClientEvent::Acked { .. }) => engine.close_client(client, now), // delivered: done
+//!         Event::Client(ClientEvent::Failed { payload, .. }) => eprintln!("not delivered: {payload:?}"),
+//!         Event::Client(ClientEvent::State { state: ClientState::Closed, .. }) => engine.shutdown(now),
 //!         _ => {}
 //!     };
 //!     reactor.run(&mut handler)

@@ -16,7 +16,7 @@
 //! generation check drops what a reused slot's predecessor left behind.
 
 use crate::config::Config;
-use crate::engine::{ConnId, Engine, Event, Io};
+use crate::engine::{ConnId, Engine, Event, Io, ServerEvent};
 use hashbrown::HashMap;
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
@@ -452,7 +452,7 @@ impl Reactor {
             // (a PONG, an ACK) in the same write.
             while let Some(mut event) = self.engine.poll_event() {
                 busy = true;
-                if let Event::SessionOpened { conn, peer, .. } = &mut event {
+                if let Event::Server(ServerEvent::Opened { conn, peer, .. }) = &mut event {
                     // Once per session: the engine never sees a socket, this loop does.
                     *peer = self.peer_of(*conn);
                 }

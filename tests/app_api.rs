@@ -8,7 +8,7 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use liveline::config::Config;
-use liveline::engine::{Engine, Event};
+use liveline::engine::{ClientEvent, Engine, Event, ServerEvent};
 use liveline::reactor::{ListenConfig, Reactor};
 use std::time::{Duration, Instant};
 
@@ -94,19 +94,17 @@ fn sessions_are_found_and_sent_to_by_identity() {
         .unwrap();
     let got = |s: &mut liveline::sim::Sim| {
         s.events(ann.0).iter().any(|e| {
-            matches!(e, Event::ClientMessage { client, payload, .. } if *client == ann.1 && payload == &b"by name"[..])
+            matches!(e, Event::Client(ClientEvent::Message { client, payload, .. }) if *client == ann.1 && payload == &b"by name"[..])
         })
     };
     assert!(w.sim.run_until(SECOND, got));
-    assert!(w
-        .sim
-        .run_until(SECOND, |s| s.events(server).iter().any(
-            |e| matches!(e, Event::SessionAcked { id: i, .. } if *i == id)
-        )));
+    assert!(w.sim.run_until(SECOND, |s| s.events(server).iter().any(
+        |e| matches!(e, Event::Server(ServerEvent::Acked { id: i, .. }) if *i == id)
+    )));
     // A message from ben names him.
     w.send(ben, b"hello");
     assert!(w.sim.run_until(SECOND, |s| s.events(server).iter().any(|e| {
-        matches!(e, Event::Message { identity, payload, .. } if identity.as_str() == "ben" && payload == &b"hello"[..])
+        matches!(e, Event::Server(ServerEvent::Message { identity, payload, .. }) if identity.as_str() == "ben" && payload == &b"hello"[..])
     })));
     // Nobody by that name: refused, not queued somewhere.
     assert_eq!(
@@ -157,7 +155,7 @@ fn a_session_opened_over_a_real_socket_names_the_peer() {
             .unwrap();
         addr_tx.send((reactor.handle(), addr)).unwrap();
         let mut handler = |_: &mut Engine, e: Event, _: Instant| {
-            if let Event::SessionOpened { peer, .. } = e {
+            if let Event::Server(ServerEvent::Opened { peer, .. }) = e {
                 let _ = tx.send(peer);
             }
         };
@@ -184,7 +182,11 @@ fn logins_wait_for_the_applications_verdict() {
     w.sim.engine(server).decide_logins(true);
     let login = |s: &liveline::sim::Sim, name: &str| {
         s.events(server).iter().find_map(|e| match e {
-            Event::Login { conn, hello } if hello.identity.as_str() == name => Some(*conn),
+            Event::Server(ServerEvent::Login { conn, hello })
+                if hello.identity.as_str() == name =>
+            {
+                Some(*conn)
+            }
             _ => None,
         })
     };
@@ -253,7 +255,7 @@ fn typed_handles_exist_only_for_what_is_there() {
         assert_eq!(session.unacked(), 1);
     }
     assert!(w.sim.run_until(SECOND, |s| s.events(cy.0).iter().any(|e| {
-        matches!(e, Event::ClientMessage { payload, .. } if payload == &b"via handle"[..])
+        matches!(e, Event::Client(ClientEvent::Message { payload, .. }) if payload == &b"via handle"[..])
     })));
     let engine = w.sim.engine(cy.0);
     let mut client = engine.client(cy.1).expect("not closed");
@@ -302,7 +304,7 @@ fn a_client_closes_once_everything_is_acknowledged() {
     w.sim.refuse(server, false);
     let closed = |s: &mut liveline::sim::Sim, c: ClientRef| {
         s.events(c.0).iter().any(|e| {
-            matches!(e, Event::ClientState { client, state: ClientState::Closed, .. } if *client == c.1)
+            matches!(e, Event::Client(ClientEvent::State { client, state: ClientState::Closed, .. }) if *client == c.1)
         })
     };
     assert!(w.sim.run_until(SECOND * 9, |s| closed(s, dee)));
@@ -312,7 +314,7 @@ fn a_client_closes_once_everything_is_acknowledged() {
         .sim
         .events(dee.0)
         .iter()
-        .filter(|e| matches!(e, Event::Failed { .. }))
+        .filter(|e| matches!(e, Event::Client(ClientEvent::Failed { .. })))
         .count();
     assert_eq!(failed, 0);
 
@@ -329,6 +331,6 @@ fn a_client_closes_once_everything_is_acknowledged() {
     assert!(!closed(&mut w.sim, eli), "closed before its deadline");
     assert!(w.sim.run_until(SECOND, |s| closed(s, eli)));
     assert!(w.sim.events(eli.0).iter().any(|e| {
-        matches!(e, Event::Failed { client, payload, .. } if *client == eli.1 && payload == &b"never"[..])
+        matches!(e, Event::Client(ClientEvent::Failed { client, payload, .. }) if *client == eli.1 && payload == &b"never"[..])
     }));
 }

@@ -318,7 +318,7 @@ fn per_ip_limit_and_token_are_enforced() {
 fn reconnect_storm_of_thousands_all_get_in() {
     use bytes::Bytes;
     use liveline::config::Config;
-    use liveline::engine::{ClientConfig, ClientState, Engine, Event};
+    use liveline::engine::{ClientConfig, ClientEvent, ClientState, Engine, Event};
     use liveline::frame::Text;
     use liveline::reactor::Reactor;
 
@@ -367,15 +367,15 @@ fn reconnect_storm_of_thousands_all_get_in() {
                 "not everyone got in within {LIMIT:?}"
             );
             let mut handler = |_: &mut Engine, e: Event, _: Instant| match e {
-                Event::ClientState {
+                Event::Client(ClientEvent::State {
                     state: ClientState::Active,
                     ..
-                } => connects.push(Instant::now()),
-                Event::ClientState {
+                }) => connects.push(Instant::now()),
+                Event::Client(ClientEvent::State {
                     state: ClientState::Backoff,
                     retry: Some(r),
                     ..
-                } => delays.push(r.after),
+                }) => delays.push(r.after),
                 _ => {}
             };
             reactor

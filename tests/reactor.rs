@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use liveline::config::Config;
-use liveline::engine::{ClientConfig, ClientState, Engine, Event};
+use liveline::engine::{ClientConfig, ClientEvent, ClientState, Engine, Event, ServerEvent};
 use liveline::frame::{Code, Frame, Text};
 use liveline::reactor::{Handle, ListenConfig, Reactor};
 use std::io::{Read, Write};
@@ -45,7 +45,7 @@ impl Server {
                 .unwrap();
             addr_tx.send((addr, reactor.handle())).unwrap();
             let mut handler = |engine: &mut Engine, event: Event, _now: Instant| {
-                if let Event::Message { conn, payload, .. } = &event {
+                if let Event::Server(ServerEvent::Message { conn, payload, .. }) = &event {
                     let _ = engine.send_data(*conn, payload);
                 }
                 let _ = tx.send(event);
@@ -158,12 +158,12 @@ fn many_connections_echo_many_frames() {
     let total = ids.len() * PER_CLIENT;
     clients.until(|_, ev| {
         ev.iter()
-            .filter(|e| matches!(e, Event::Acked { .. }))
+            .filter(|e| matches!(e, Event::Client(ClientEvent::Acked { .. })))
             .count()
             == total
             && ev
                 .iter()
-                .filter(|e| matches!(e, Event::ClientData { .. }))
+                .filter(|e| matches!(e, Event::Client(ClientEvent::Data { .. })))
                 .count()
                 == total
     });
@@ -173,7 +173,9 @@ fn many_connections_echo_many_frames() {
             .events
             .iter()
             .filter_map(|e| match e {
-                Event::ClientData { client, payload } if *client == c => Some(payload.clone()),
+                Event::Client(ClientEvent::Data { client, payload }) if *client == c => {
+                    Some(payload.clone())
+                }
                 _ => None,
             })
             .collect();
@@ -236,7 +238,7 @@ fn pings_keep_an_idle_client_alive_and_silent_peers_are_dropped() {
         "{frames:?}"
     );
     server.wait_for(|e| {
-        matches!(e, Event::SessionClosed { identity: Some(i), reason, .. }
+        matches!(e, Event::Server(ServerEvent::Closed { identity: Some(i), reason, .. })
             if i.as_str() == "mute" && reason.code == Code::IDLE_TIMEOUT)
     });
 
@@ -250,7 +252,7 @@ fn pings_keep_an_idle_client_alive_and_silent_peers_are_dropped() {
     let pongs = clients
         .events
         .iter()
-        .filter(|e| matches!(e, Event::Rtt { .. }))
+        .filter(|e| matches!(e, Event::Client(ClientEvent::Rtt { .. })))
         .count();
     assert!(pongs >= 5, "{pongs} pongs");
     assert!(info.rtt_last.is_some());
@@ -271,7 +273,7 @@ fn connect_failure_fails_over_to_the_next_server() {
     let info = clients.reactor.engine().client_info(c).unwrap();
     assert_eq!(info.server, Some(server.addr));
     let refused = clients.events.iter().any(|e| {
-        matches!(e, Event::ClientState { state: ClientState::Backoff, reason: Some(r), .. }
+        matches!(e, Event::Client(ClientEvent::State { state: ClientState::Backoff, reason: Some(r), .. })
             // With the operating system's word for it.
             if r.text.as_str().starts_with("connect failed: ") && r.text.as_str().contains("refused"))
     });
@@ -316,7 +318,7 @@ fn graceful_shutdown_sends_goaway_and_clients_move_at_once() {
         .events
         .iter()
         .filter(|e| {
-            matches!(e, Event::ClientState { state: ClientState::Backoff, reason: Some(r), retry: Some(next), .. }
+            matches!(e, Event::Client(ClientEvent::State { state: ClientState::Backoff, reason: Some(r), retry: Some(next), .. })
                 if r.code == Code::SHUTTING_DOWN && next.after.is_zero())
         })
         .count();

@@ -5,7 +5,9 @@
 
 use bytes::Bytes;
 use liveline::config::Config;
-use liveline::engine::{ClientConfig, ClientId, ClientState, Engine, Event};
+use liveline::engine::{
+    ClientConfig, ClientEvent, ClientId, ClientState, Engine, Event, ServerEvent,
+};
 use liveline::frame::Text;
 use liveline::reactor::{Handle, ListenConfig, Reactor};
 use std::net::SocketAddr;
@@ -45,7 +47,7 @@ impl Pusher {
                 .unwrap();
             addr_tx.send((addr, reactor.handle())).unwrap();
             let mut handler = |engine: &mut Engine, event: Event, now: Instant| {
-                if let Event::SessionOpened { conn, .. } = event {
+                if let Event::Server(ServerEvent::Opened { conn, .. }) = event {
                     for i in 1..=pushes {
                         let payload = Bytes::from(format!("{name} {i}"));
                         engine.send_message(conn, payload).unwrap();
@@ -99,7 +101,7 @@ fn received(events: &[Event]) -> Vec<String> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::ClientMessage { payload, .. } => {
+            Event::Client(ClientEvent::Message { payload, .. }) => {
                 Some(String::from_utf8_lossy(payload).into_owned())
             }
             _ => None,
@@ -141,10 +143,10 @@ fn a_shutdown_called_from_a_handler_ends_run_and_handles_then_fail() {
         ev.iter().any(|e| {
             matches!(
                 e,
-                Event::ClientState {
+                Event::Client(ClientEvent::State {
                     state: ClientState::Backoff,
                     ..
-                }
+                })
             )
         })
     });

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use liveline::engine::{ClientState, Event};
+use liveline::engine::{ClientEvent, ClientState, Event, ServerEvent};
 use liveline::frame::Code;
 use std::time::Duration;
 
@@ -42,7 +42,7 @@ fn idle_client_keeps_session_with_pings() {
         .sim
         .events(w.clients)
         .iter()
-        .filter(|e| matches!(e, Event::Rtt { .. }))
+        .filter(|e| matches!(e, Event::Client(ClientEvent::Rtt { .. })))
         .count();
     // One ping per interval, give or take the first.
     let expected = (600 / ping.as_secs()) as usize;
@@ -55,7 +55,7 @@ fn idle_client_keeps_session_with_pings() {
         .sim
         .events(w.servers[0])
         .iter()
-        .any(|e| matches!(e, Event::SessionClosed { .. }));
+        .any(|e| matches!(e, Event::Server(ServerEvent::Closed { .. })));
     assert!(!closed);
 }
 
@@ -72,7 +72,7 @@ fn silent_logged_in_client_is_dropped_after_idle_timeout() {
     assert!(w.sim.run_until(SECOND, |s| s
         .events(server)
         .iter()
-        .any(|e| matches!(e, Event::SessionOpened { .. }))));
+        .any(|e| matches!(e, Event::Server(ServerEvent::Opened { .. })))));
     let logged_in = w.sim.now();
     w.sim.run_for(Duration::from_millis(10));
     assert!(starts_with_welcome(w.sim.raw_received(raw)));
@@ -192,7 +192,7 @@ fn client_adopts_a_shorter_ping_interval_announced_by_the_server() {
     let pongs = sim
         .events(node)
         .iter()
-        .filter(|e| matches!(e, Event::Rtt { .. }))
+        .filter(|e| matches!(e, Event::Client(ClientEvent::Rtt { .. })))
         .count();
     assert!(pongs >= 25, "{pongs} pongs in 60 s at a 2 s interval");
 }
@@ -222,7 +222,7 @@ fn client_keeps_to_the_frame_limit_the_server_announces() {
     let failed = sim
         .events(node)
         .iter()
-        .any(|e| matches!(e, Event::Failed { id: f, .. } if *f == big));
+        .any(|e| matches!(e, Event::Client(ClientEvent::Failed { id: f, .. }) if *f == big));
     assert!(failed, "the oversized message is reported, not sent");
     // Once the limit is known, oversized sends are refused up front.
     let refused = sim

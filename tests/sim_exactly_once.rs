@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use hashbrown::{HashMap, HashSet};
-use liveline::engine::Event;
+use liveline::engine::{ClientEvent, Event, ServerEvent};
 use liveline::rng::Rng;
 use std::time::Duration;
 
@@ -86,7 +86,7 @@ fn run(seed: u64, clients: usize, chaos: Duration) -> Outcome {
     for &s in &w.servers {
         let mut seen = HashSet::new();
         for e in w.sim.events(s) {
-            if let Event::Message { instance, id, .. } = e {
+            if let Event::Server(ServerEvent::Message { instance, id, .. }) = e {
                 if !seen.insert((*instance, *id)) {
                     per_server_dups += 1;
                 }
@@ -103,9 +103,9 @@ fn run(seed: u64, clients: usize, chaos: Duration) -> Outcome {
     let mut instance_of = HashMap::new();
     for s in &w.servers {
         for e in w.sim.events(*s) {
-            if let Event::SessionOpened {
+            if let Event::Server(ServerEvent::Opened {
                 identity, instance, ..
-            } = e
+            }) = e
             {
                 instance_of.insert(identity.as_str().to_string(), *instance);
             }
@@ -115,10 +115,10 @@ fn run(seed: u64, clients: usize, chaos: Duration) -> Outcome {
     let mut failed = HashSet::new();
     for e in w.sim.events(w.clients) {
         match e {
-            Event::Acked { client, id } => {
+            Event::Client(ClientEvent::Acked { client, id }) => {
                 acked.insert((*client, *id));
             }
-            Event::Failed { client, id, .. } => {
+            Event::Client(ClientEvent::Failed { client, id, .. }) => {
                 failed.insert((*client, *id));
             }
             _ => {}

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use liveline::engine::{ClientState, Event};
+use liveline::engine::{ClientEvent, ClientState, Event, ServerEvent};
 use liveline::frame::{Code, Reason};
 use liveline::sim::Sim;
 use std::time::Duration;
@@ -28,7 +28,7 @@ fn half_open_link_is_detected_by_reads_and_client_fails_over() {
         let during = w.send(client, b"during");
         let failover = w.sim.run_until(ping * 4, |s| {
             s.events(client.0).iter().any(|e| {
-                matches!(e, Event::ClientState { state: ClientState::Backoff, reason: Some(r), .. }
+                matches!(e, Event::Client(ClientEvent::State { state: ClientState::Backoff, reason: Some(r), .. })
                     if r.code == Code::IDLE_TIMEOUT)
             })
         });
@@ -80,7 +80,7 @@ fn goaway_moves_clients_at_once() {
             assert_eq!(w.server_of(c), Some(1));
         }
         let replaced = w.sim.events(w.servers[0]).iter().all(|e| match e {
-            Event::SessionClosed { reason, .. } => reason.code == Code::SHUTTING_DOWN,
+            Event::Server(ServerEvent::Closed { reason, .. }) => reason.code == Code::SHUTTING_DOWN,
             _ => true,
         });
         assert!(replaced);
@@ -155,12 +155,12 @@ fn duplicate_login_replaces_older_session_but_stale_reconnect_cannot() {
     // Stopped for good, and its memory freed: the id no longer names anything.
     assert!(w.sim.engine(first.0).client_info(first.1).is_none());
     let why = w.sim.events(first.0).iter().find_map(|e| match e {
-        Event::ClientState {
+        Event::Client(ClientEvent::State {
             client,
             state: ClientState::Closed,
             reason: Some(r),
             ..
-        } if *client == first.1 => Some(r.clone()),
+        }) if *client == first.1 => Some(r.clone()),
         _ => None,
     });
     assert_eq!(why.map(|r: Reason| r.code), Some(Code::REPLACED));
@@ -173,7 +173,7 @@ fn duplicate_login_replaces_older_session_but_stale_reconnect_cannot() {
         .iter()
         .rev()
         .find_map(|e| match e {
-            Event::SessionOpened { instance, .. } => Some(*instance),
+            Event::Server(ServerEvent::Opened { instance, .. }) => Some(*instance),
             _ => None,
         })
         .unwrap();
@@ -233,7 +233,7 @@ fn server_messages_still_arrive_after_failing_over_to_another_server() {
                 .iter()
                 .rev()
                 .find_map(|e| match e {
-                    Event::SessionOpened { conn, .. } => Some(*conn),
+                    Event::Server(ServerEvent::Opened { conn, .. }) => Some(*conn),
                     _ => None,
                 })
                 .unwrap();
@@ -246,7 +246,7 @@ fn server_messages_still_arrive_after_failing_over_to_another_server() {
             s.events(client.0)
                 .iter()
                 .filter_map(|e| match e {
-                    Event::ClientMessage { payload, .. } => Some(payload.to_vec()),
+                    Event::Client(ClientEvent::Message { payload, .. }) => Some(payload.to_vec()),
                     _ => None,
                 })
                 .collect()
@@ -282,7 +282,7 @@ fn refuse_newer_policy_keeps_the_live_session() {
     assert!(active(&mut w.sim, first), "the live session stays");
     assert!(!active(&mut w.sim, second));
     let refused = w.sim.events(second.0).iter().any(|e| {
-        matches!(e, Event::ClientState { client, state: ClientState::Backoff, reason: Some(r), .. }
+        matches!(e, Event::Client(ClientEvent::State { client, state: ClientState::Backoff, reason: Some(r), .. })
             if *client == second.1 && r.code == Code::STALE_SESSION)
     });
     assert!(refused);
@@ -298,7 +298,7 @@ fn a_fin_from_the_server_side_moves_the_client() {
         .events(w.servers[0])
         .iter()
         .find_map(|e| match e {
-            Event::SessionOpened { conn, .. } => Some(*conn),
+            Event::Server(ServerEvent::Opened { conn, .. }) => Some(*conn),
             _ => None,
         })
         .unwrap();

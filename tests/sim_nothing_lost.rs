@@ -8,7 +8,9 @@ mod common;
 use bytes::{Bytes, BytesMut};
 use common::*;
 use liveline::codec::Encoder;
-use liveline::engine::{ClientState, ConnId, Event, FailCause, SendError};
+use liveline::engine::{
+    ClientEvent, ClientState, ConnId, Event, FailCause, SendError, ServerEvent,
+};
 use liveline::frame::{Code, Frame};
 use liveline::sim::{NodeId, Sim};
 use std::collections::VecDeque;
@@ -32,7 +34,9 @@ fn message(id: u64, payload: &[u8]) -> Vec<u8> {
 /// The connection of the latest session the server opened for `name`.
 fn opened(s: &Sim, server: NodeId, name: &str) -> Option<ConnId> {
     s.events(server).iter().rev().find_map(|e| match e {
-        Event::SessionOpened { conn, identity, .. } if identity.as_str() == name => Some(*conn),
+        Event::Server(ServerEvent::Opened { conn, identity, .. }) if identity.as_str() == name => {
+            Some(*conn)
+        }
         _ => None,
     })
 }
@@ -41,9 +45,9 @@ fn client_messages(s: &Sim, client: ClientRef) -> Vec<Bytes> {
     s.events(client.0)
         .iter()
         .filter_map(|e| match e {
-            Event::ClientMessage {
+            Event::Client(ClientEvent::Message {
                 client: c, payload, ..
-            } if *c == client.1 => Some(payload.clone()),
+            }) if *c == client.1 => Some(payload.clone()),
             _ => None,
         })
         .collect()
@@ -53,7 +57,7 @@ fn slow_consumers(s: &Sim, server: NodeId) -> usize {
     s.events(server)
         .iter()
         .filter(|e| {
-            matches!(e, Event::SessionClosed { reason, .. } if reason.code == Code::SLOW_CONSUMER)
+            matches!(e, Event::Server(ServerEvent::Closed { reason, .. }) if reason.code == Code::SLOW_CONSUMER)
         })
         .count()
 }
@@ -65,9 +69,9 @@ fn states(s: &Sim, client: ClientRef) -> Vec<ClientState> {
         .events(client.0)
         .iter()
         .filter_map(|e| match e {
-            Event::ClientState {
+            Event::Client(ClientEvent::State {
                 client: c, state, ..
-            } if *c == client.1 => Some(*state),
+            }) if *c == client.1 => Some(*state),
             _ => None,
         })
         .collect();
@@ -119,13 +123,13 @@ fn a_message_to_a_replaced_instance_is_handed_back_and_reaches_the_new_one() {
     let bob = w.client("bob", &[0]);
     assert!(w.sim.run_until(SECOND, |s| active(s, bob)));
     let failed = w.sim.events(server).iter().find_map(|e| match e {
-        Event::SessionFailed {
+        Event::Server(ServerEvent::Failed {
             identity,
             instance: 0xB0B1,
             id: i,
             payload,
             cause,
-        } if identity.as_str() == "bob" && *i == id => Some((payload.clone(), *cause)),
+        }) if identity.as_str() == "bob" && *i == id => Some((payload.clone(), *cause)),
         _ => None,
     });
     let (payload, code) = failed.expect("the unacknowledged message is handed back");
@@ -286,7 +290,7 @@ fn a_server_application_learns_every_outcome_of_its_messages() {
     w.sim.raw_send(raw, &frame(&Frame::Ack(one)));
     let acked_one = |s: &Sim| {
         s.events(server).iter().any(|e| {
-            matches!(e, Event::SessionAcked { conn: c, identity, id } if *c == conn && identity.as_str() == "fay" && *id == one)
+            matches!(e, Event::Server(ServerEvent::Acked { conn: c, identity, id }) if *c == conn && identity.as_str() == "fay" && *id == one)
         })
     };
     assert!(w.sim.run_until(SECOND, |s| acked_one(s)));
@@ -294,13 +298,13 @@ fn a_server_application_learns_every_outcome_of_its_messages() {
     // When its record is forgotten, the second comes back with its payload.
     let failed = |s: &Sim| {
         s.events(server).iter().find_map(|e| match e {
-            Event::SessionFailed {
+            Event::Server(ServerEvent::Failed {
                 identity,
                 id,
                 payload,
                 cause: FailCause::Expired,
                 ..
-            } if identity.as_str() == "fay" && *id == two => Some(payload.clone()),
+            }) if identity.as_str() == "fay" && *id == two => Some(payload.clone()),
             _ => None,
         })
     };
@@ -310,7 +314,7 @@ fn a_server_application_learns_every_outcome_of_its_messages() {
         .sim
         .events(server)
         .iter()
-        .filter(|e| matches!(e, Event::SessionAcked { .. }))
+        .filter(|e| matches!(e, Event::Server(ServerEvent::Acked { .. })))
         .count();
     assert_eq!(acks, 1, "an ACK is reported once");
 
@@ -329,7 +333,7 @@ fn a_server_application_learns_every_outcome_of_its_messages() {
     w.sim.engine(server).shutdown(now);
     w.sim.run_for(10 * MS);
     let handed_back = w.sim.events(server).iter().any(|e| {
-        matches!(e, Event::SessionFailed { id, cause: FailCause::ShuttingDown, .. } if *id == three)
+        matches!(e, Event::Server(ServerEvent::Failed { id, cause: FailCause::ShuttingDown, .. }) if *id == three)
     });
     assert!(handed_back);
 }
@@ -342,12 +346,12 @@ fn backoff_names_the_server_lost_and_the_next_one() {
     w.sim.kill(w.servers[0]);
     assert!(w.sim.run_until(SECOND * 5, |s| w_active_on(s, hal)));
     let backoff = w.sim.events(hal.0).iter().find_map(|e| match e {
-        Event::ClientState {
+        Event::Client(ClientEvent::State {
             state: ClientState::Backoff,
             server,
             retry: Some(next),
             ..
-        } => Some((*server, Some(next.server))),
+        }) => Some((*server, Some(next.server))),
         _ => None,
     });
     assert_eq!(backoff, Some((Some(w.addrs[0]), Some(w.addrs[1]))));
@@ -360,10 +364,10 @@ fn w_active_on(s: &mut Sim, client: ClientRef) -> bool {
             .filter(|e| {
                 matches!(
                     e,
-                    Event::ClientState {
+                    Event::Client(ClientEvent::State {
                         state: ClientState::Active,
                         ..
-                    }
+                    })
                 )
             })
             .count()

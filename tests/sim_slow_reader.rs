@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use liveline::engine::{ConnId, Event, SendError};
+use liveline::engine::{ConnId, Event, SendError, ServerEvent};
 use liveline::frame::Code;
 use liveline::sim::{NodeId, RawId, Sim};
 
@@ -20,7 +20,9 @@ fn logged_in_raw(w: &mut World, name: &str) -> (RawId, ConnId) {
 
 fn opened(s: &Sim, server: NodeId, name: &str) -> Option<ConnId> {
     s.events(server).iter().find_map(|e| match e {
-        Event::SessionOpened { conn, identity, .. } if identity.as_str() == name => Some(*conn),
+        Event::Server(ServerEvent::Opened { conn, identity, .. }) if identity.as_str() == name => {
+            Some(*conn)
+        }
         _ => None,
     })
 }
@@ -56,12 +58,12 @@ fn watermarks_then_drop_at_the_cap() {
     let events = w.sim.events(server);
     let congested = events
         .iter()
-        .position(|e| matches!(e, Event::Backpressure { conn: c, congested: true } if *c == conn))
+        .position(|e| matches!(e, Event::Server(ServerEvent::Backpressure { conn: c, congested: true }) if *c == conn))
         .expect("told to slow down");
     let closed = events
         .iter()
         .position(|e| {
-            matches!(e, Event::SessionClosed { conn: c, reason, .. }
+            matches!(e, Event::Server(ServerEvent::Closed { conn: c, reason, .. })
             if *c == conn && reason.code == Code::SLOW_CONSUMER)
         })
         .expect("dropped as a slow consumer");
@@ -91,7 +93,7 @@ fn reader_that_catches_up_is_writable_again() {
     let congested = |s: &Sim, v: bool| {
         s.events(server)
             .iter()
-            .any(|e| matches!(e, Event::Backpressure { congested, .. } if *congested == v))
+            .any(|e| matches!(e, Event::Server(ServerEvent::Backpressure { congested, .. }) if *congested == v))
     };
     assert!(congested(&w.sim, true));
     assert!(!congested(&w.sim, false));

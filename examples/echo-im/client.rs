@@ -5,7 +5,9 @@ use crate::proto::{valid_name, Push, Request, MAX_TEXT, NAME_RULE};
 use bytes::Bytes;
 use hashbrown::HashSet;
 use liveline::config::Config;
-use liveline::engine::{ClientConfig, ClientId, ClientInfo, ClientState, Engine, Event};
+use liveline::engine::{
+    ClientConfig, ClientEvent, ClientId, ClientInfo, ClientState, Engine, Event,
+};
 use liveline::frame::{Code, Text};
 use liveline::reactor::{Handle, Reactor};
 use std::collections::VecDeque;
@@ -78,13 +80,13 @@ impl Dedup {
 /// One printable line for a client event, or `None` for events not worth a line.
 pub fn describe(event: &Event, dedup: &mut Dedup) -> Option<String> {
     match event {
-        Event::ClientState {
+        Event::Client(ClientEvent::State {
             state,
             server,
             reason,
             retry,
             ..
-        } => {
+        }) => {
             let name = |s: &Option<SocketAddr>| s.map_or("?".to_string(), |s| s.to_string());
             let why = reason.as_ref().map_or("-".to_string(), |r| r.to_string());
             match state {
@@ -99,7 +101,7 @@ pub fn describe(event: &Event, dedup: &mut Dedup) -> Option<String> {
                 ClientState::Connecting | ClientState::Handshaking => None,
             }
         }
-        Event::ClientMessage { payload, .. } => {
+        Event::Client(ClientEvent::Message { payload, .. }) => {
             let text = std::str::from_utf8(payload).ok()?;
             match Push::parse(text)? {
                 Push::Message {
@@ -121,7 +123,9 @@ pub fn describe(event: &Event, dedup: &mut Dedup) -> Option<String> {
                 Push::Notice(t) => Some(format!("* {t}")),
             }
         }
-        Event::Failed { payload, .. } => Some(format!("! not delivered: {}", as_typed(payload))),
+        Event::Client(ClientEvent::Failed { payload, .. }) => {
+            Some(format!("! not delivered: {}", as_typed(payload)))
+        }
         _ => None,
     }
 }
@@ -299,23 +303,23 @@ struct Screen {
 impl Screen {
     fn on_event(&mut self, engine: &mut Engine, event: &Event, now: Instant) {
         match event {
-            Event::ClientState {
+            Event::Client(ClientEvent::State {
                 state: ClientState::Active,
                 server,
                 ..
-            } => {
+            }) => {
                 self.connected = true;
                 self.failed = 0;
                 self.all_down_said = false;
                 say!("connected to {}", addr(server));
             }
-            Event::ClientState {
+            Event::Client(ClientEvent::State {
                 state: ClientState::Backoff,
                 server,
                 reason,
                 retry,
                 ..
-            } => {
+            }) => {
                 let why = reason
                     .as_ref()
                     .map_or(String::new(), |r| r.text.to_string());
@@ -341,11 +345,11 @@ impl Screen {
                     }
                 }
             }
-            Event::ClientState {
+            Event::Client(ClientEvent::State {
                 state: ClientState::Closed,
                 reason,
                 ..
-            } => {
+            }) => {
                 let code = reason.as_ref().map_or(Code::NO_ERROR, |r| r.code);
                 if code == Code::NO_ERROR {
                     say!("bye");
@@ -370,7 +374,7 @@ impl Screen {
                 // Nothing more will happen: end the loop (after the last frames flush).
                 engine.shutdown(now);
             }
-            Event::Failed { payload, .. } => {
+            Event::Client(ClientEvent::Failed { payload, .. }) => {
                 say!("! not delivered: {}", as_typed(payload));
             }
             other => {

@@ -6,7 +6,7 @@ use crate::proto::{Push, Request};
 use bytes::{Bytes, BytesMut};
 use liveline::codec::{Decoder, Encoder};
 use liveline::config::Config;
-use liveline::engine::{ClientConfig, ClientId, ClientState, Engine, Event};
+use liveline::engine::{ClientConfig, ClientEvent, ClientId, ClientState, Engine, Event};
 use liveline::frame::{Frame, Hello, Text, PROTOCOL_VERSION};
 use liveline::reactor::Reactor;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -136,20 +136,20 @@ impl Demo {
         self.reactor.turn(&mut handler, Some(wait))?;
         for e in events {
             let client = match &e {
-                Event::ClientState { client, .. }
-                | Event::ClientMessage { client, .. }
-                | Event::Failed { client, .. } => *client,
+                Event::Client(ClientEvent::State { client, .. })
+                | Event::Client(ClientEvent::Message { client, .. })
+                | Event::Client(ClientEvent::Failed { client, .. }) => *client,
                 _ => continue,
             };
             let i = self.index(client);
-            if let Event::ClientState {
+            if let Event::Client(ClientEvent::State {
                 state: ClientState::Backoff,
                 ..
-            } = &e
+            }) = &e
             {
                 self.losses.push(Instant::now());
             }
-            if let Event::ClientMessage { payload, .. } = &e {
+            if let Event::Client(ClientEvent::Message { payload, .. }) = &e {
                 if let Some(Push::Message { text, .. }) =
                     std::str::from_utf8(payload).ok().and_then(Push::parse)
                 {

@@ -4,7 +4,7 @@ use crate::proto::{valid_name, Push, Request, MAX_TEXT, NAME_RULE};
 use bytes::Bytes;
 use hashbrown::HashMap;
 use liveline::config::Config;
-use liveline::engine::{Engine, Event, SendError};
+use liveline::engine::{Engine, Event, SendError, ServerEvent};
 use liveline::frame::{Code, Reason};
 use liveline::reactor::{ListenConfig, Reactor};
 use log::{debug, info, warn};
@@ -44,36 +44,36 @@ struct Chat {
 impl Chat {
     fn on_event(&mut self, engine: &mut Engine, event: Event, now: Instant) {
         match event {
-            Event::SessionOpened {
+            Event::Server(ServerEvent::Opened {
                 conn,
                 identity,
                 peer,
                 ..
-            } => {
+            }) => {
                 let from = peer.map_or(String::new(), |p| format!(" from {p}"));
                 info!("online: {identity} ({conn}){from}");
                 self.flush_held(engine, identity.as_str(), now);
             }
-            Event::SessionAcked { identity, .. } => {
+            Event::Server(ServerEvent::Acked { identity, .. }) => {
                 // Room in the window: what waits for this user may go now.
                 self.flush_held(engine, identity.as_str(), now);
             }
-            Event::SessionFailed {
+            Event::Server(ServerEvent::Failed {
                 identity,
                 payload,
                 cause,
                 ..
-            } => {
+            }) => {
                 // Never acknowledged by the instance it went to (another one logged in, or
                 // the record expired): the user gets it on their current session, or later.
                 info!("re-sending a message {identity} did not acknowledge ({cause})");
                 self.deliver(engine, identity.as_str(), payload, now);
             }
-            Event::SessionClosed {
+            Event::Server(ServerEvent::Closed {
                 conn,
                 identity,
                 reason,
-            } => match identity {
+            }) => match identity {
                 Some(name) => {
                     let how = match reason.code {
                         Code::REPLACED => "kicked",
@@ -84,13 +84,13 @@ impl Chat {
                 }
                 None => info!("connection {conn} closed before login: {reason}"),
             },
-            Event::Message {
+            Event::Server(ServerEvent::Message {
                 identity,
                 instance,
                 id,
                 payload,
                 ..
-            } => {
+            }) => {
                 let from = identity.as_str();
                 let text = std::str::from_utf8(&payload).unwrap_or("");
                 let origin = format!("{instance:x}:{id}");

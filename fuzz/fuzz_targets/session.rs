@@ -8,7 +8,7 @@ use arbitrary::Arbitrary;
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use liveline::config::Config;
-use liveline::engine::{ClientConfig, ClientState, ConnId, Engine, Event, Io};
+use liveline::engine::{ClientConfig, ClientEvent, ClientState, ConnId, Engine, Event, Io, ServerEvent};
 use liveline::frame::Text;
 use std::time::{Duration, Instant};
 
@@ -189,17 +189,17 @@ fuzz_target!(|ops: Vec<Op>| {
         while engine.poll_transmit().is_some() {}
         while let Some(e) = engine.poll_event() {
             match e {
-                Event::ClientState { state: to, .. } => {
+                Event::Client(ClientEvent::State { state: to, .. }) => {
                     assert!(legal(state, to), "illegal client transition {state:?} -> {to:?}");
                     state = to;
                     if to == ClientState::Closed {
                         assert!(engine.client_info(client).is_none(), "a closed client is freed");
                     }
                 }
-                Event::SessionClosed { conn, .. } => ended.push(conn),
-                Event::SessionOpened { conn, .. }
-                | Event::Message { conn, .. }
-                | Event::SessionAcked { conn, .. } => {
+                Event::Server(ServerEvent::Closed { conn, .. }) => ended.push(conn),
+                Event::Server(ServerEvent::Opened { conn, .. })
+                | Event::Server(ServerEvent::Message { conn, .. })
+                | Event::Server(ServerEvent::Acked { conn, .. }) => {
                     assert!(!ended.contains(&conn), "{conn} spoke after its session closed");
                 }
                 _ => {}

@@ -15,7 +15,7 @@ use std::num::NonZeroU32;
 pub(super) enum ConnState {
     Connecting,
     AwaitHello,
-    /// Server: a valid HELLO waits for the application's verdict (`Event::Login`).
+    /// Server: a valid HELLO waits for the application's verdict (`ServerEvent::Login`).
     AwaitVerdict,
     AwaitWelcome,
     Active,

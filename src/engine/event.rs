@@ -8,7 +8,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// The state of a client record, as reported in [`Event::ClientState`].
+/// The state of a client record, as reported in [`ClientEvent::State`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClientState {
     /// A connection attempt is under way.
@@ -23,11 +23,45 @@ pub enum ClientState {
     Closed,
 }
 
-/// Application events, drained with [`Engine::poll_event`](crate::engine::Engine::poll_event).
+/// Application events, drained with [`Engine::poll_event`](crate::engine::Engine::poll_event):
+/// what happened on the server side, on the client side, or to the application's own
+/// timers. An application that only serves (or only connects) matches one side, and
+/// that side's enum exhaustively.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// Server side: a client completed the handshake.
-    SessionOpened {
+    /// Something happened to a server-side session.
+    Server(ServerEvent),
+    /// Something happened to a client.
+    Client(ClientEvent),
+    /// An application timer ([`Engine::set_timer`](crate::engine::Engine::set_timer)) is due.
+    Timer {
+        /// The timer (still valid if it repeats).
+        id: TimerId,
+        /// The token it was set with.
+        token: u64,
+    },
+    /// Raw mode: bytes read from `conn`, as they came (no framing).
+    Raw {
+        /// The connection.
+        conn: ConnId,
+        /// The bytes. Dropping them promptly lets the engine reuse their memory.
+        data: Bytes,
+    },
+    /// Raw mode: outbound bytes for `conn` crossed the high water mark (`congested:
+    /// true`) or fell back to the low water mark (`false`).
+    RawBackpressure {
+        /// The connection.
+        conn: ConnId,
+        /// Whether the application should hold back.
+        congested: bool,
+    },
+}
+
+/// Server side: the sessions of clients that connected to this engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerEvent {
+    /// a client completed the handshake.
+    Opened {
         /// The connection.
         conn: ConnId,
         /// The HELLO identity.
@@ -40,7 +74,7 @@ pub enum Event {
         /// engine itself, which never sees a socket, and the simulator leave it `None`.
         peer: Option<SocketAddr>,
     },
-    /// Server side, when logins are decided by the application
+    /// When logins are decided by the application
     /// ([`Engine::decide_logins`](crate::engine::Engine::decide_logins)): a client sent a
     /// valid HELLO. Answer with
     /// [`Engine::accept_login`](crate::engine::Engine::accept_login) or
@@ -53,8 +87,8 @@ pub enum Event {
         /// What the client presented (identity, instance, token).
         hello: Box<Hello>,
     },
-    /// Server side: a connection ended (handshake or not), with why.
-    SessionClosed {
+    /// a connection ended (handshake or not), with why.
+    Closed {
         /// The connection.
         conn: ConnId,
         /// The identity, if the handshake had completed.
@@ -62,7 +96,7 @@ pub enum Event {
         /// Why it ended.
         reason: Reason,
     },
-    /// Server side: a reliable message from a client, handed over exactly once per
+    /// a reliable message from a client, handed over exactly once per
     /// session record and acknowledged.
     Message {
         /// The connection it came on.
@@ -78,9 +112,9 @@ pub enum Event {
         /// The payload.
         payload: Bytes,
     },
-    /// Server side: the client acknowledged message `id` sent with
+    /// the client acknowledged message `id` sent with
     /// [`Engine::send_message`](crate::engine::Engine::send_message); it was handed to the client's application.
-    SessionAcked {
+    Acked {
         /// The connection the acknowledgement came on.
         conn: ConnId,
         /// The client's identity.
@@ -88,13 +122,13 @@ pub enum Event {
         /// The message id `send_message` returned.
         id: u64,
     },
-    /// Server side: message `id` sent with [`Engine::send_message`](crate::engine::Engine::send_message) will never be
+    /// message `id` sent with [`Engine::send_message`](crate::engine::Engine::send_message) will never be
     /// acknowledged by the client instance it was sent to, and this engine will not send it
     /// again: another instance of the identity logged in, the session record expired, or
     /// the server shut down. The payload is handed back so that the application can send
     /// it again (to the identity's new session, say) or report it. It may have reached the
     /// client without its ACK coming back.
-    SessionFailed {
+    Failed {
         /// The identity it was addressed to.
         identity: Text,
         /// The client instance it was addressed to.
@@ -106,15 +140,29 @@ pub enum Event {
         /// Why it will not be delivered by this engine.
         cause: FailCause,
     },
-    /// Server side: DATA from a client.
+    /// DATA from a client.
     Data {
         /// The connection.
         conn: ConnId,
         /// The payload.
         payload: Bytes,
     },
-    /// Client side: the client changed state.
-    ClientState {
+    /// Bytes waiting for the session (framed, and reliable messages not framed yet)
+    /// crossed the high water mark (`congested: true`), or fell back to the low water
+    /// mark (`false`).
+    Backpressure {
+        /// The connection.
+        conn: ConnId,
+        /// Whether the application should hold back.
+        congested: bool,
+    },
+}
+
+/// Client side: the clients this engine runs ([`Engine::add_client`](crate::engine::Engine::add_client)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// the client changed state.
+    State {
         /// The client.
         client: ClientId,
         /// Its new state.
@@ -130,8 +178,8 @@ pub enum Event {
         /// is rare, and every event is as large as the largest.)
         retry: Option<Box<Retry>>,
     },
-    /// Client side: a reliable message from the server, handed over once.
-    ClientMessage {
+    /// a reliable message from the server, handed over once.
+    Message {
         /// The client.
         client: ClientId,
         /// The server's message id.
@@ -139,21 +187,21 @@ pub enum Event {
         /// The payload.
         payload: Bytes,
     },
-    /// Client side: DATA from the server.
-    ClientData {
+    /// DATA from the server.
+    Data {
         /// The client.
         client: ClientId,
         /// The payload.
         payload: Bytes,
     },
-    /// Client side: the server acknowledged message `id`; it will never be lost.
+    /// the server acknowledged message `id`; it will never be lost.
     Acked {
         /// The client.
         client: ClientId,
         /// The message id.
         id: u64,
     },
-    /// Client side: message `id` was never acknowledged and the client stopped (or the
+    /// message `id` was never acknowledged and the client stopped (or the
     /// server's frame limit is too small for it).
     Failed {
         /// The client.
@@ -163,32 +211,18 @@ pub enum Event {
         /// The payload, handed back.
         payload: Bytes,
     },
-    /// Client side: a PONG measured this round trip.
+    /// a PONG measured this round trip.
     Rtt {
         /// The client.
         client: ClientId,
         /// The round-trip time.
         rtt: Duration,
     },
-    /// An application timer ([`Engine::set_timer`](crate::engine::Engine::set_timer)) is due.
-    Timer {
-        /// The timer (still valid if it repeats).
-        id: TimerId,
-        /// The token it was set with.
-        token: u64,
-    },
-    /// Raw mode: bytes read from `conn`, as they came (no framing).
-    Raw {
-        /// The connection.
-        conn: ConnId,
-        /// The bytes. Dropping them promptly lets the engine reuse their memory.
-        data: Bytes,
-    },
-    /// Outbound bytes for `conn` crossed the high water mark (`congested: true`) or fell
-    /// back to the low water mark (`false`).
+    /// Bytes waiting for the client's current connection crossed the high water mark
+    /// (`congested: true`), or fell back to the low water mark (`false`).
     Backpressure {
-        /// The connection.
-        conn: ConnId,
+        /// The client.
+        client: ClientId,
         /// Whether the application should hold back.
         congested: bool,
     },
@@ -203,7 +237,7 @@ pub struct Retry {
     pub server: SocketAddr,
 }
 
-/// Why a server-sent message was handed back in [`Event::SessionFailed`].
+/// Why a server-sent message was handed back in [`ServerEvent::Failed`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailCause {
     /// Another instance of the identity logged in: the one the message went to is not

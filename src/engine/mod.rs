@@ -58,7 +58,8 @@ mod store;
 
 pub use api::{Client, Session};
 pub use event::{
-    ClientConfig, ClientInfo, ClientState, Event, FailCause, HelloHook, Retry, SendError,
+    ClientConfig, ClientEvent, ClientInfo, ClientState, Event, FailCause, HelloHook, Retry,
+    SendError, ServerEvent,
 };
 pub use handle::{ClientId, ConnId, Io, TimerId};
 
@@ -120,7 +121,7 @@ pub struct Engine {
     /// caller may repeat (see [`Engine::with_seed`]).
     ids: Rng,
     hello_hook: Option<HelloHook>,
-    /// Logins wait for the application's verdict (`Event::Login`).
+    /// Logins wait for the application's verdict (`ServerEvent::Login`).
     decide_logins: bool,
     /// HELLOs waiting for a verdict, by connection slot (with the generation).
     verdicts: hashbrown::HashMap<u32, (NonZeroU32, Box<Hello>)>,
@@ -213,15 +214,15 @@ impl Engine {
     }
 
     /// Server side: with `true`, every valid HELLO (after the hook, if any) is handed to the
-    /// application as [`Event::Login`] and waits for
+    /// application as [`ServerEvent::Login`] and waits for
     /// [`accept_login`](Self::accept_login) or [`reject_login`](Self::reject_login), so that
     /// credentials can be checked asynchronously. Default `false`: logins are accepted.
     pub fn decide_logins(&mut self, on: bool) {
         self.decide_logins = on;
     }
 
-    /// Server side: accepts the login of `conn` (see [`Event::Login`]): WELCOME goes out and
-    /// [`Event::SessionOpened`] follows (or REJECT, if in the meantime a newer session of
+    /// Server side: accepts the login of `conn` (see [`ServerEvent::Login`]): WELCOME goes out and
+    /// [`ServerEvent::Opened`] follows (or REJECT, if in the meantime a newer session of
     /// the same client instance went live). [`SendError::Gone`] if the connection is gone
     /// (it hung up, or the handshake deadline passed); [`SendError::NotActive`] if it is not
     /// waiting for a verdict.
@@ -792,8 +793,8 @@ impl Engine {
 
     /// Server side: sends a reliable message to the session's client and returns its id. It
     /// is kept by the session record until the client acknowledges it
-    /// ([`Event::SessionAcked`]), resent if the same client instance reconnects to this
-    /// engine, and handed back in [`Event::SessionFailed`] if it can no longer be delivered.
+    /// ([`ServerEvent::Acked`]), resent if the same client instance reconnects to this
+    /// engine, and handed back in [`ServerEvent::Failed`] if it can no longer be delivered.
     /// It waits in the record, not in the send buffer, while the connection has more than
     /// `outbound_low_water` bytes to write, so a backlog never trips the outbound cap.
     pub fn send_message(&mut self, conn: ConnId, payload: Bytes) -> Result<u64, SendError> {
@@ -833,8 +834,8 @@ impl Engine {
 
     /// Graceful shutdown: refuses new connections, sends GOAWAY to every server-side
     /// session and closes each once flushed (or after the linger time), and stops every
-    /// client. Unacknowledged messages are reported failed: [`Event::Failed`] for clients',
-    /// [`Event::SessionFailed`] for the server's. A driver stops once no connection is left
+    /// client. Unacknowledged messages are reported failed: [`ClientEvent::Failed`] for clients',
+    /// [`ServerEvent::Failed`] for the server's. A driver stops once no connection is left
     /// ([`is_shutting_down`](Self::is_shutting_down)).
     pub fn shutdown(&mut self, now: Instant) {
         self.set_now(now);
@@ -893,8 +894,8 @@ impl Engine {
     }
 
     /// Client side: sends a reliable message now, or as soon as a session is active. It is
-    /// resent on every new session until acknowledged ([`Event::Acked`]) or the client
-    /// stops ([`Event::Failed`]).
+    /// resent on every new session until acknowledged ([`ClientEvent::Acked`]) or the client
+    /// stops ([`ClientEvent::Failed`]).
     pub fn client_send_message(
         &mut self,
         client: ClientId,
@@ -925,7 +926,7 @@ impl Engine {
     }
 
     /// Client side: stops the client for good; unacknowledged messages are reported as
-    /// [`Event::Failed`], then [`ClientState::Closed`], and the id is no longer valid (its
+    /// [`ClientEvent::Failed`], then [`ClientState::Closed`], and the id is no longer valid (its
     /// memory is freed).
     pub fn close_client(&mut self, client: ClientId, now: Instant) {
         self.set_now(now);
@@ -936,7 +937,7 @@ impl Engine {
 
     /// Client side: closes the client once everything it sent is acknowledged, or after
     /// `within` at the latest (what is still unacknowledged then is reported as
-    /// [`Event::Failed`]). Meanwhile it stays connected (and reconnects if need be) to
+    /// [`ClientEvent::Failed`]). Meanwhile it stays connected (and reconnects if need be) to
     /// deliver, and refuses new messages with [`SendError::Closing`]. With nothing
     /// unacknowledged it closes at once. `Err(SendError::Gone)` if it is closed already.
     pub fn close_client_when_acked(
@@ -1125,8 +1126,22 @@ impl Engine {
         };
         let conn = self.id_of(index);
         self.conns[index].congested = congested;
-        self.events
-            .push_back(Event::Backpressure { conn, congested });
+        let event = match self.conns[index].role {
+            Role::Server { .. } => Event::Server(ServerEvent::Backpressure { conn, congested }),
+            Role::Raw => Event::RawBackpressure { conn, congested },
+            Role::Client { client, .. } => match self.clients.get(client as usize) {
+                Some(k) => {
+                    let client = ClientId {
+                        index: client,
+                        gen: k.gen,
+                    };
+                    Event::Client(ClientEvent::Backpressure { client, congested })
+                }
+                // A connection left lingering by a client that is closed: nobody to tell.
+                None => return,
+            },
+        };
+        self.events.push_back(event);
     }
 
     /// Schedules the write and enforces the outbound bounds.
@@ -1164,7 +1179,8 @@ impl Engine {
                 Frame::Pong(_) => {}
                 Frame::Data(payload) => {
                     let conn = self.id_of(index);
-                    self.events.push_back(Event::Data { conn, payload });
+                    self.events
+                        .push_back(Event::Server(ServerEvent::Data { conn, payload }));
                 }
                 Frame::Message { id: 0, .. } => {
                     self.fail_with_error(index, zero_id());
@@ -1175,13 +1191,13 @@ impl Engine {
                     let rec = self.store.get_mut(r);
                     if rec.recv.accept(id) {
                         let (identity, instance) = (rec.identity.clone(), rec.instance);
-                        self.events.push_back(Event::Message {
+                        self.events.push_back(Event::Server(ServerEvent::Message {
                             conn,
                             identity,
                             instance,
                             id,
                             payload,
-                        });
+                        }));
                     } else {
                         debug!("{conn}: duplicate message {id} suppressed");
                     }
@@ -1193,8 +1209,11 @@ impl Engine {
                     if rec.send.ack(id) {
                         let identity = rec.identity.clone();
                         let conn = self.id_of(index);
-                        self.events
-                            .push_back(Event::SessionAcked { conn, identity, id });
+                        self.events.push_back(Event::Server(ServerEvent::Acked {
+                            conn,
+                            identity,
+                            id,
+                        }));
                     }
                 }
                 Frame::Error(reason) => self.finish(index, reason, Lost::Failed),
@@ -1217,32 +1236,35 @@ impl Engine {
                         if let Some(us) = self.now_us().checked_sub(v) {
                             self.clients[ci].record_rtt(us);
                             let rtt = Duration::from_micros(us);
-                            self.events.push_back(Event::Rtt { client: id, rtt });
+                            self.events
+                                .push_back(Event::Client(ClientEvent::Rtt { client: id, rtt }));
                         }
                     }
-                    Frame::Data(payload) => self.events.push_back(Event::ClientData {
-                        client: id,
-                        payload,
-                    }),
+                    Frame::Data(payload) => {
+                        self.events.push_back(Event::Client(ClientEvent::Data {
+                            client: id,
+                            payload,
+                        }))
+                    }
                     Frame::Message { id: 0, .. } => {
                         self.fail_with_error(index, zero_id());
                     }
                     Frame::Message { id: mid, payload } => {
                         if self.clients[ci].recv.accept(mid) {
-                            self.events.push_back(Event::ClientMessage {
+                            self.events.push_back(Event::Client(ClientEvent::Message {
                                 client: id,
                                 id: mid,
                                 payload,
-                            });
+                            }));
                         }
                         self.queue_frame(index, &Frame::Ack(mid));
                     }
                     Frame::Ack(mid) => {
                         if self.clients[ci].send.ack(mid) {
-                            self.events.push_back(Event::Acked {
+                            self.events.push_back(Event::Client(ClientEvent::Acked {
                                 client: id,
                                 id: mid,
-                            });
+                            }));
                             if self.clients[ci].send.is_empty()
                                 && self.draining.contains_key(&(ci as u32))
                             {
@@ -1291,7 +1313,8 @@ impl Engine {
             self.verdicts
                 .insert(index as u32, (gen, Box::new(hello.clone())));
             let hello = Box::new(hello);
-            self.events.push_back(Event::Login { conn, hello });
+            self.events
+                .push_back(Event::Server(ServerEvent::Login { conn, hello }));
             return;
         }
         self.log_in(index, hello);
@@ -1332,13 +1355,13 @@ impl Engine {
         self.queue_frame(index, &Frame::Welcome(welcome));
         debug!("{conn}: session {session} open for {}", hello.identity);
         let identity = self.store.get(record).identity.clone();
-        self.events.push_back(Event::SessionOpened {
+        self.events.push_back(Event::Server(ServerEvent::Opened {
             conn,
             identity,
             instance: hello.instance,
             session,
             peer: None,
-        });
+        }));
         self.pump(index);
     }
 
@@ -1358,11 +1381,11 @@ impl Engine {
         let client = self.client_id(ci);
         for (id, payload) in too_large {
             debug!("{client}: message {id} is larger than the server accepts; failed");
-            self.events.push_back(Event::Failed {
+            self.events.push_back(Event::Client(ClientEvent::Failed {
                 client,
                 id,
                 payload,
-            });
+            }));
         }
         let unframed = !self.clients[ci].send.is_empty();
         let c = &mut self.conns[index];
@@ -1402,7 +1425,7 @@ impl Engine {
 
     /// Sends ERROR and closes after flushing (bounded by the linger time).
     fn fail_with_error(&mut self, index: usize, reason: Reason) {
-        // The application hears of it (SessionClosed, or the client's Backoff) and logs it.
+        // The application hears of it (ServerEvent::Closed, or the client's Backoff) and logs it.
         debug!("{}: closing: {reason}", self.id_of(index));
         self.queue_frame(index, &Frame::Error(reason.clone()));
         self.linger(index, reason);
@@ -1457,17 +1480,17 @@ impl Engine {
                         identity.as_ref().map_or("", |t| t.as_str())
                     );
                 }
-                self.events.push_back(Event::SessionClosed {
+                self.events.push_back(Event::Server(ServerEvent::Closed {
                     conn,
                     identity,
                     reason,
-                });
+                }));
             }
-            Role::Raw => self.events.push_back(Event::SessionClosed {
+            Role::Raw => self.events.push_back(Event::Server(ServerEvent::Closed {
                 conn,
                 identity: None,
                 reason,
-            }),
+            })),
             Role::Client { client, .. } => {
                 let ci = client as usize;
                 if self.clients[ci].conn == Some(conn) {
@@ -1705,13 +1728,13 @@ impl Engine {
                 server,
             })
         });
-        self.events.push_back(Event::ClientState {
+        self.events.push_back(Event::Client(ClientEvent::State {
             client: self.client_id(ci),
             state: ClientState::Backoff,
             server: lost,
             reason: Some(reason),
             retry,
-        });
+        }));
         if at_once {
             // Moved by GOAWAY: not even a tick of delay.
             self.start_connect(ci);
@@ -1750,11 +1773,11 @@ impl Engine {
         k.state = ClientState::Closed;
         let failed: Vec<(u64, Bytes)> = k.send.drain().collect();
         for (mid, payload) in failed {
-            self.events.push_back(Event::Failed {
+            self.events.push_back(Event::Client(ClientEvent::Failed {
                 client: id,
                 id: mid,
                 payload,
-            });
+            }));
         }
         self.client_event(ci, ClientState::Closed, Some(reason));
         self.clients.remove(ci);
@@ -1765,13 +1788,13 @@ impl Engine {
     fn client_event(&mut self, ci: usize, state: ClientState, reason: Option<Reason>) {
         let k = &self.clients[ci];
         let server = k.server();
-        self.events.push_back(Event::ClientState {
+        self.events.push_back(Event::Client(ClientEvent::State {
             client: self.client_id(ci),
             state,
             server,
             reason,
             retry: None,
-        });
+        }));
     }
 }
 
@@ -1847,10 +1870,10 @@ mod tests {
             .filter(|ev| {
                 matches!(
                     ev,
-                    Event::ClientState {
+                    Event::Client(ClientEvent::State {
                         state: ClientState::Closed,
                         ..
-                    }
+                    })
                 )
             })
             .count();
@@ -1946,7 +1969,7 @@ mod tests {
                 .unwrap();
             e.handle_read(conn, &hello, now);
             match std::iter::from_fn(|| e.poll_event()).next() {
-                Some(Event::SessionOpened { session, .. }) => session,
+                Some(Event::Server(ServerEvent::Opened { session, .. })) => session,
                 other => panic!("{other:?}"),
             }
         };
@@ -1995,7 +2018,7 @@ mod tests {
                 e.handle_read(conn, &wire[cut2..], now);
                 let events: Vec<Event> = std::iter::from_fn(|| e.poll_event()).collect();
                 assert!(
-                    matches!(&events[..], [Event::SessionOpened { .. }, Event::Message { id: 1, payload, .. }] if payload == &b"payload"[..]),
+                    matches!(&events[..], [Event::Server(ServerEvent::Opened { .. }), Event::Server(ServerEvent::Message { id: 1, payload, .. })] if payload == &b"payload"[..]),
                     "cuts {cut}/{cut2}: {events:?}"
                 );
                 let mut out = BytesMut::from(e.outbound(conn));
@@ -2034,7 +2057,7 @@ mod tests {
             calls += 1;
             let now_closed = std::iter::from_fn(|| e.poll_event())
                 .filter(|ev| {
-                    matches!(ev, Event::SessionClosed { reason, .. } if reason.code == Code::HANDSHAKE_TIMEOUT)
+                    matches!(ev, Event::Server(ServerEvent::Closed { reason, .. }) if reason.code == Code::HANDSHAKE_TIMEOUT)
                 })
                 .count();
             assert!(
@@ -2068,8 +2091,9 @@ mod tests {
         assert!(conn <= 64, "{conn}");
         assert!(record <= 96, "{record}");
         assert!(client <= 136, "{client}");
-        // Every queued event is as large as the largest kind: rare, large ones are boxed,
-        // since each heartbeat queues one (an RTT).
-        assert!(event <= 96, "{event}");
+        // Every queued event is as large as the largest kind (a server's Message: connection,
+        // identity, instance, id, payload; plus the two tags of the split by side): rare,
+        // large ones are boxed, since each heartbeat queues one (an RTT).
+        assert!(event <= 104, "{event}");
     }
 }

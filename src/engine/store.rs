@@ -18,7 +18,7 @@
 //! (closing a superseded connection, queueing frames). Events it raises go to the sink
 //! the engine passes in.
 
-use super::event::{Event, FailCause};
+use super::event::{Event, FailCause, ServerEvent};
 use super::handle::ConnId;
 use crate::config::DuplicateLogin;
 use crate::frame::{Code, Hello, Reason, Text};
@@ -309,13 +309,13 @@ impl SessionStore {
         let n = rec.send.len();
         info!("{n} message(s) to {identity} instance {instance:x} handed back: {cause}");
         for (id, payload) in rec.send.drain() {
-            events.push_back(Event::SessionFailed {
+            events.push_back(Event::Server(ServerEvent::Failed {
                 identity: identity.clone(),
                 instance,
                 id,
                 payload,
                 cause,
-            });
+            }));
         }
     }
 

@@ -7,7 +7,7 @@ pub mod process;
 use bytes::{Bytes, BytesMut};
 use liveline::codec::{Decoder, Encoder};
 use liveline::config::Config;
-use liveline::engine::{ClientConfig, ClientId, ClientState, Event};
+use liveline::engine::{ClientConfig, ClientEvent, ClientId, ClientState, Event, ServerEvent};
 use liveline::frame::{Code, Frame, Hello, Reason, Text, PROTOCOL_VERSION};
 use liveline::sim::{NetConfig, NodeId, Sim};
 use std::net::SocketAddr;
@@ -106,7 +106,7 @@ pub fn active(s: &mut Sim, client: ClientRef) -> bool {
 pub fn acked(s: &mut Sim, client: ClientRef, id: u64) -> bool {
     s.events(client.0)
         .iter()
-        .any(|e| matches!(e, Event::Acked { client: c, id: i } if *c == client.1 && *i == id))
+        .any(|e| matches!(e, Event::Client(ClientEvent::Acked { client: c, id: i }) if *c == client.1 && *i == id))
 }
 
 /// Payloads of reliable messages the node's server sessions handed over, in order.
@@ -114,7 +114,7 @@ pub fn messages(s: &Sim, node: NodeId) -> Vec<Vec<u8>> {
     s.events(node)
         .iter()
         .filter_map(|e| match e {
-            Event::Message { payload, .. } => Some(payload.to_vec()),
+            Event::Server(ServerEvent::Message { payload, .. }) => Some(payload.to_vec()),
             _ => None,
         })
         .collect()
@@ -123,7 +123,7 @@ pub fn messages(s: &Sim, node: NodeId) -> Vec<Vec<u8>> {
 /// The reason of the node's first session close.
 pub fn closed_reason(s: &Sim, node: NodeId) -> Option<Reason> {
     s.events(node).iter().find_map(|e| match e {
-        Event::SessionClosed { reason, .. } => Some(reason.clone()),
+        Event::Server(ServerEvent::Closed { reason, .. }) => Some(reason.clone()),
         _ => None,
     })
 }
