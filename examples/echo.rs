@@ -6,10 +6,9 @@
 //! ```
 
 use liveline::config::Config;
-use liveline::engine::{Engine, Event};
+use liveline::engine::{App, Event};
 use liveline::reactor::{ListenConfig, Reactor};
 use std::net::SocketAddr;
-use std::time::Instant;
 
 fn main() -> std::io::Result<()> {
     let addr: SocketAddr = std::env::args()
@@ -29,9 +28,9 @@ fn main() -> std::io::Result<()> {
         },
     )?;
     println!("listening on {addr}");
-    let mut echo = |engine: &mut Engine, event: Event, _: Instant| {
+    let mut echo = |app: &mut App, event: Event| {
         if let Event::Raw { conn, data } = event {
-            let _ = engine.send_raw(conn, &data);
+            let _ = app.send_raw(conn, &data);
         }
     };
     reactor.run(&mut echo)

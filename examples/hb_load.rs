@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 use liveline::config::Config;
-use liveline::engine::{ClientConfig, ClientEvent, ClientState, Engine, Event};
+use liveline::engine::{App, ClientConfig, ClientEvent, ClientState, Event};
 use liveline::frame::Text;
 use liveline::reactor::Reactor;
 use std::net::SocketAddr;
@@ -51,7 +51,7 @@ fn main() -> std::io::Result<()> {
     let mut all_up_at = None;
     let end = start + Duration::from_secs(secs);
     while Instant::now() < end {
-        let mut handler = |_: &mut Engine, e: Event, _: Instant| match e {
+        let mut handler = |_: &mut App, e: Event| match e {
             Event::Client(ClientEvent::State {
                 state: ClientState::Active,
                 ..

@@ -6,10 +6,9 @@
 //! ```
 
 use liveline::config::Config;
-use liveline::engine::{Engine, Event};
+use liveline::engine::{App, Event};
 use liveline::reactor::{ListenConfig, Reactor};
 use std::net::SocketAddr;
-use std::time::Instant;
 
 fn main() -> std::io::Result<()> {
     let addr: SocketAddr = std::env::args()
@@ -20,6 +19,6 @@ fn main() -> std::io::Result<()> {
     let mut reactor = Reactor::new(Config::default())?;
     let addr = reactor.listen(addr, ListenConfig::default())?;
     println!("listening on {addr}");
-    let mut ignore = |_: &mut Engine, _: Event, _: Instant| {};
+    let mut ignore = |_: &mut App, _: Event| {};
     reactor.run(&mut ignore)
 }

@@ -10,13 +10,14 @@
 //!
 //! A server that echoes each reliable message back to its sender, by name, and says every
 //! minute how many users are online. The handler is called on the loop's thread with each
-//! [`Event`](engine::Event) and the engine to act on.
+//! [`Event`](engine::Event) and the application's view of the engine, [`App`](engine::App),
+//! to act on.
 //!
 //! ```no_run
 //! use liveline::config::Config;
-//! use liveline::engine::{ClientEvent, Engine, Event, ServerEvent};
+//! use liveline::engine::{App, Event, ServerEvent};
 //! use liveline::reactor::{ListenConfig, Reactor};
-//! use std::time::{Duration, Instant};
+//! use std::time::Duration;
 //!
 //! fn main() -> std::io::Result<()> {
 //!     // A Config that cannot work is refused here, with the setting named.
@@ -24,18 +25,18 @@
 //!     reactor.listen("127.0.0.1:9000".parse().unwrap(), ListenConfig::default())?;
 //!     let minute = Duration::from_secs(60);
 //!     reactor.engine().set_timer(minute, Some(minute), 0);
-//!     let mut handler = |engine: &mut Engine, event: Event, _now: Instant| match event {
+//!     let mut handler = |app: &mut App, event: Event| match event {
 //!         Event::Server(ServerEvent::Opened { identity, .. }) => println!("{identity} is online"),
 //!         Event::Server(ServerEvent::Message { identity, payload, .. }) => {
 //!             // Acknowledged to the sender already; the echo is a reliable message too.
-//!             if let Err(e) = engine.send_to(identity.as_str(), payload) {
+//!             if let Err(e) = app.send_to(identity.as_str(), payload) {
 //!                 eprintln!("not echoed to {identity}: {e}");
 //!             }
 //!         }
 //!         Event::Server(ServerEvent::Failed { identity, payload, cause, .. }) => {
 //!             eprintln!("{} bytes for {identity} not delivered: {cause}", payload.len());
 //!         }
-//!         Event::Timer { .. } => println!("{} online", engine.sessions().count()),
+//!         Event::Timer { .. } => println!("{} online", app.sessions().count()),
 //!         Event::Server(ServerEvent::Closed { identity: Some(who), reason, .. }) => {
 //!             println!("{who} left: {reason}");
 //!         }
@@ -52,7 +53,7 @@
 //!
 //! ```no_run
 //! use liveline::config::Config;
-//! use liveline::engine::{ClientConfig, ClientEvent, ClientState, Engine, Event};
+//! use liveline::engine::{App, ClientConfig, ClientEvent, ClientState, Event};
 //! use liveline::frame::Text;
 //! use liveline::reactor::Reactor;
 //! use liveline::Bytes;
@@ -71,13 +72,13 @@
 //!     )?; // an identity or server list that could never work is refused here
 //!     // Sent as soon as a session is up, and again after every reconnect until acknowledged.
 //!     reactor.engine().client_send_message(client, Bytes::from("hello")).unwrap();
-//!     let mut handler = |engine: &mut Engine, event: Event, now: Instant| match event {
+//!     let mut handler = |app: &mut App, event: Event| match event {
 //!         Event::Client(ClientEvent::State { state: ClientState::Active, server, .. }) => {
 //!             println!("connected to {server:?}");
 //!         }
-//!         Event::Client(ClientEvent::Acked { .. }) => engine.close_client(client, now), // delivered: done
+//!         Event::Client(ClientEvent::Acked { .. }) => app.close_client(client), // delivered: done
 //!         Event::Client(ClientEvent::Failed { payload, .. }) => eprintln!("not delivered: {payload:?}"),
-//!         Event::Client(ClientEvent::State { state: ClientState::Closed, .. }) => engine.shutdown(now),
+//!         Event::Client(ClientEvent::State { state: ClientState::Closed, .. }) => app.shutdown(),
 //!         _ => {}
 //!     };
 //!     reactor.run(&mut handler)

@@ -16,7 +16,7 @@
 //! generation check drops what a reused slot's predecessor left behind.
 
 use crate::config::Config;
-use crate::engine::{ConnId, Engine, Event, Io, ServerEvent};
+use crate::engine::{App, ConnId, Engine, Event, Io, ServerEvent};
 use hashbrown::HashMap;
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
@@ -40,13 +40,14 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// What the loop calls with each application event.
 pub trait Handler {
-    /// One event, with the engine to act on (send, close, ...) and the loop's clock.
-    fn on_event(&mut self, engine: &mut Engine, event: Event, now: Instant);
+    /// One event, with the application's view of the engine to act on (send, close, set a
+    /// timer, ...) at the loop's clock ([`App::now`]).
+    fn on_event(&mut self, app: &mut App<'_>, event: Event);
 }
 
-impl<F: FnMut(&mut Engine, Event, Instant)> Handler for F {
-    fn on_event(&mut self, engine: &mut Engine, event: Event, now: Instant) {
-        self(engine, event, now)
+impl<F: FnMut(&mut App<'_>, Event)> Handler for F {
+    fn on_event(&mut self, app: &mut App<'_>, event: Event) {
+        self(app, event)
     }
 }
 
@@ -74,7 +75,7 @@ impl Default for ListenConfig {
     }
 }
 
-type Command = Box<dyn FnOnce(&mut Engine, Instant) + Send>;
+type Command = Box<dyn FnOnce(&mut App<'_>) + Send>;
 
 enum Cmd {
     Run(Command),
@@ -105,7 +106,7 @@ impl Handle {
     /// is that wake's. Fails, and `f` is dropped without running, once the loop has
     /// stopped: a command accepted here is run, unless the reactor is dropped without
     /// [`Reactor::run`].
-    pub fn run(&self, f: impl FnOnce(&mut Engine, Instant) + Send + 'static) -> io::Result<()> {
+    pub fn run(&self, f: impl FnOnce(&mut App<'_>) + Send + 'static) -> io::Result<()> {
         self.push(Cmd::Run(Box::new(f)))
     }
 
@@ -114,11 +115,11 @@ impl Handle {
     /// the loop thread itself (from a handler), which would wait for itself.
     pub fn call<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Engine, Instant) -> T + Send + 'static,
+        f: impl FnOnce(&mut App<'_>) -> T + Send + 'static,
     ) -> io::Result<T> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.run(move |engine, now| {
-            let _ = tx.send(f(engine, now));
+        self.run(move |app| {
+            let _ = tx.send(f(app));
         })?;
         rx.recv().map_err(|_| {
             io::Error::new(
@@ -313,10 +314,10 @@ impl Reactor {
             }
             Err(_) => return,
         };
-        self.engine.advance_clock(Instant::now());
+        self.now = self.now.max(Instant::now());
         for cmd in cmds {
             match cmd {
-                Cmd::Run(f) => f(&mut self.engine, self.now),
+                Cmd::Run(f) => f(&mut App::new(&mut self.engine, self.now)),
                 Cmd::Shutdown => {}
             }
         }
@@ -413,7 +414,7 @@ impl Reactor {
                 Err(_) => None,
             };
             match cmd {
-                Some(Cmd::Run(f)) => f(&mut self.engine, self.now),
+                Some(Cmd::Run(f)) => f(&mut App::new(&mut self.engine, self.now)),
                 Some(Cmd::Shutdown) => self.begin_shutdown(),
                 None => break,
             }
@@ -456,7 +457,7 @@ impl Reactor {
                     // Once per session: the engine never sees a socket, this loop does.
                     *peer = self.peer_of(*conn);
                 }
-                handler.on_event(&mut self.engine, event, self.now);
+                handler.on_event(&mut App::new(&mut self.engine, self.now), event);
             }
             while let Some(conn) = self.engine.poll_transmit() {
                 busy = true;

@@ -8,9 +8,9 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use liveline::config::Config;
-use liveline::engine::{ClientEvent, Engine, Event, ServerEvent};
+use liveline::engine::{App, ClientEvent, Event, ServerEvent};
 use liveline::reactor::{ListenConfig, Reactor};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -130,17 +130,15 @@ fn a_handle_call_returns_what_the_loop_computed() {
             .listen("127.0.0.1:0".parse().unwrap(), ListenConfig::default())
             .unwrap();
         tx.send((reactor.handle(), addr)).unwrap();
-        let mut handler = |_: &mut Engine, _: Event, _: Instant| {};
+        let mut handler = |_: &mut App, _: Event| {};
         reactor.run(&mut handler).unwrap();
     });
     let (handle, addr) = rx.recv().unwrap();
-    let (connections, listening) = handle
-        .call(move |engine, _| (engine.connections(), addr))
-        .unwrap();
+    let (connections, listening) = handle.call(move |app| (app.connections(), addr)).unwrap();
     assert_eq!((connections, listening), (0, addr));
     handle.shutdown().unwrap();
     thread.join().unwrap();
-    assert!(handle.call(|engine, _| engine.connections()).is_err());
+    assert!(handle.call(|app| app.connections()).is_err());
 }
 
 #[test]
@@ -154,7 +152,7 @@ fn a_session_opened_over_a_real_socket_names_the_peer() {
             .listen("127.0.0.1:0".parse().unwrap(), ListenConfig::default())
             .unwrap();
         addr_tx.send((reactor.handle(), addr)).unwrap();
-        let mut handler = |_: &mut Engine, e: Event, _: Instant| {
+        let mut handler = |_: &mut App, e: Event| {
             if let Event::Server(ServerEvent::Opened { peer, .. }) = e {
                 let _ = tx.send(peer);
             }

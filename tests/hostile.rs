@@ -318,7 +318,7 @@ fn per_ip_limit_and_token_are_enforced() {
 fn reconnect_storm_of_thousands_all_get_in() {
     use bytes::Bytes;
     use liveline::config::Config;
-    use liveline::engine::{ClientConfig, ClientEvent, ClientState, Engine, Event};
+    use liveline::engine::{App, ClientConfig, ClientEvent, ClientState, Event};
     use liveline::frame::Text;
     use liveline::reactor::Reactor;
 
@@ -366,7 +366,7 @@ fn reconnect_storm_of_thousands_all_get_in() {
                 Instant::now() < deadline,
                 "not everyone got in within {LIMIT:?}"
             );
-            let mut handler = |_: &mut Engine, e: Event, _: Instant| match e {
+            let mut handler = |_: &mut App, e: Event| match e {
                 Event::Client(ClientEvent::State {
                     state: ClientState::Active,
                     ..

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use liveline::config::Config;
-use liveline::engine::{ClientConfig, ClientEvent, ClientState, Engine, Event, ServerEvent};
+use liveline::engine::{App, ClientConfig, ClientEvent, ClientState, Engine, Event, ServerEvent};
 use liveline::frame::{Code, Frame, Text};
 use liveline::reactor::{Handle, ListenConfig, Reactor};
 use std::io::{Read, Write};
@@ -44,9 +44,9 @@ impl Server {
                 .listen("127.0.0.1:0".parse().unwrap(), ListenConfig::default())
                 .unwrap();
             addr_tx.send((addr, reactor.handle())).unwrap();
-            let mut handler = |engine: &mut Engine, event: Event, _now: Instant| {
+            let mut handler = |app: &mut App, event: Event| {
                 if let Event::Server(ServerEvent::Message { conn, payload, .. }) = &event {
-                    let _ = engine.send_data(*conn, payload);
+                    let _ = app.send_data(*conn, payload);
                 }
                 let _ = tx.send(event);
             };
@@ -121,7 +121,7 @@ impl Clients {
                 Instant::now() < deadline,
                 "condition not met within {LIMIT:?}"
             );
-            let mut handler = |_: &mut Engine, e: Event, _: Instant| events.push(e);
+            let mut handler = |_: &mut App, e: Event| events.push(e);
             self.reactor
                 .turn(&mut handler, Some(Duration::from_millis(50)))
                 .unwrap();
@@ -348,9 +348,9 @@ fn output_held_up_by_a_late_reader_goes_out_on_the_writable_edge() {
         };
         let addr = reactor.listen("127.0.0.1:0".parse().unwrap(), raw).unwrap();
         addr_tx.send((addr, reactor.handle())).unwrap();
-        let mut echo = |engine: &mut Engine, event: Event, _: Instant| {
+        let mut echo = |app: &mut App, event: Event| {
             if let Event::Raw { conn, data } = event {
-                engine.send_raw(conn, &data).unwrap();
+                app.send_raw(conn, &data).unwrap();
             }
         };
         reactor.run(&mut echo).unwrap();

@@ -5,9 +5,7 @@
 
 use bytes::Bytes;
 use liveline::config::Config;
-use liveline::engine::{
-    ClientConfig, ClientEvent, ClientId, ClientState, Engine, Event, ServerEvent,
-};
+use liveline::engine::{App, ClientConfig, ClientEvent, ClientId, ClientState, Event, ServerEvent};
 use liveline::frame::Text;
 use liveline::reactor::{Handle, ListenConfig, Reactor};
 use std::net::SocketAddr;
@@ -46,14 +44,14 @@ impl Pusher {
                 .listen("127.0.0.1:0".parse().unwrap(), ListenConfig::default())
                 .unwrap();
             addr_tx.send((addr, reactor.handle())).unwrap();
-            let mut handler = |engine: &mut Engine, event: Event, now: Instant| {
+            let mut handler = |app: &mut App, event: Event| {
                 if let Event::Server(ServerEvent::Opened { conn, .. }) = event {
                     for i in 1..=pushes {
                         let payload = Bytes::from(format!("{name} {i}"));
-                        engine.send_message(conn, payload).unwrap();
+                        app.send_message(conn, payload).unwrap();
                     }
                     if shutdown_on_open {
-                        engine.shutdown(now);
+                        app.shutdown();
                     }
                 }
             };
@@ -90,7 +88,7 @@ fn until(reactor: &mut Reactor, events: &mut Vec<Event>, mut done: impl FnMut(&[
     let deadline = Instant::now() + LIMIT;
     while !done(events) {
         assert!(Instant::now() < deadline, "not within {LIMIT:?}");
-        let mut handler = |_: &mut Engine, e: Event, _: Instant| events.push(e);
+        let mut handler = |_: &mut App, e: Event| events.push(e);
         reactor
             .turn(&mut handler, Some(Duration::from_millis(50)))
             .unwrap();
@@ -155,7 +153,7 @@ fn a_shutdown_called_from_a_handler_ends_run_and_handles_then_fail() {
     // The loop is gone: a command is refused, not dropped in silence.
     let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = ran.clone();
-    let result = server.handle.run(move |_, _| {
+    let result = server.handle.run(move |_| {
         flag.store(true, std::sync::atomic::Ordering::SeqCst);
     });
     assert!(result.is_err(), "Handle::run after the loop stopped");
@@ -178,15 +176,15 @@ fn commands_through_a_handle_see_the_current_time() {
         let mut reactor = Reactor::new(cfg).unwrap();
         let id = add_client(&mut reactor, "kim", vec![addr]);
         tx.send((reactor.handle(), id)).unwrap();
-        let mut handler = |_: &mut Engine, _: Event, _: Instant| {};
+        let mut handler = |_: &mut App, _: Event| {};
         reactor.run(&mut handler).unwrap();
     });
     let (handle, id) = rx.recv().unwrap();
     let ask = || {
         let (tx, rx) = mpsc::channel();
         handle
-            .run(move |engine, _| {
-                let _ = tx.send(engine.client_info(id));
+            .run(move |app| {
+                let _ = tx.send(app.client_info(id));
             })
             .unwrap();
         rx.recv_timeout(LIMIT).unwrap().expect("client exists")

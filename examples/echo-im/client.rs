@@ -5,9 +5,7 @@ use crate::proto::{valid_name, Push, Request, MAX_TEXT, NAME_RULE};
 use bytes::Bytes;
 use hashbrown::HashSet;
 use liveline::config::Config;
-use liveline::engine::{
-    ClientConfig, ClientEvent, ClientId, ClientInfo, ClientState, Engine, Event,
-};
+use liveline::engine::{App, ClientConfig, ClientEvent, ClientId, ClientInfo, ClientState, Event};
 use liveline::frame::{Code, Text};
 use liveline::reactor::{Handle, Reactor};
 use std::collections::VecDeque;
@@ -166,11 +164,11 @@ pub fn as_typed(payload: &[u8]) -> String {
 
 /// Sends a request, saying so when it has to wait for a connection.
 fn send(handle: &Handle, client: ClientId, request: String) {
-    let _ = handle.run(move |engine, _now| {
-        let active = engine
+    let _ = handle.run(move |app| {
+        let active = app
             .client_info(client)
             .is_some_and(|i| i.state == ClientState::Active);
-        match engine.client_send_message(client, Bytes::from(request)) {
+        match app.client_send_message(client, Bytes::from(request)) {
             Ok(_) if !active => say!("(queued, will send when connected)"),
             Ok(_) => {}
             Err(e) => say!("! not sent: {e}"),
@@ -261,15 +259,15 @@ fn read_stdin(handle: Handle, client: ClientId, quit: mpsc::Sender<()>) {
             Input::Refuse(why) => say!("{why}"),
             Input::Help => say!("{HELP}"),
             Input::Info => {
-                let _ = handle.run(move |engine, _| {
-                    if let Some(info) = engine.client_info(client) {
+                let _ = handle.run(move |app| {
+                    if let Some(info) = app.client_info(client) {
                         say!("{}", format_info(&info));
                     }
                 });
             }
             Input::Retry | Input::Empty => {
                 let typed = matches!(parse_input(line), Input::Retry);
-                let _ = handle.run(move |engine, now| match engine.retry_now(client, now) {
+                let _ = handle.run(move |app| match app.retry_now(client) {
                     Ok(true) => say!("retrying now"),
                     Ok(false) if typed => say!("not waiting to reconnect"),
                     _ => {}
@@ -284,8 +282,8 @@ fn read_stdin(handle: Handle, client: ClientId, quit: mpsc::Sender<()>) {
 /// Quits gracefully: the client closes once what was sent is acknowledged (at most 5 s),
 /// reporting anything still undelivered, and tells the server it is a quit.
 fn quit_gracefully(handle: &Handle, client: ClientId) {
-    let _ = handle.run(move |engine, now| {
-        let _ = engine.close_client_when_acked(client, Duration::from_secs(5), now);
+    let _ = handle.run(move |app| {
+        let _ = app.close_client_when_acked(client, Duration::from_secs(5));
     });
 }
 
@@ -301,7 +299,7 @@ struct Screen {
 }
 
 impl Screen {
-    fn on_event(&mut self, engine: &mut Engine, event: &Event, now: Instant) {
+    fn on_event(&mut self, app: &mut App<'_>, event: &Event) {
         match event {
             Event::Client(ClientEvent::State {
                 state: ClientState::Active,
@@ -372,7 +370,7 @@ impl Screen {
                     self.exit = 1;
                 }
                 // Nothing more will happen: end the loop (after the last frames flush).
-                engine.shutdown(now);
+                app.shutdown();
             }
             Event::Client(ClientEvent::Failed { payload, .. }) => {
                 say!("! not delivered: {}", as_typed(payload));
@@ -434,8 +432,8 @@ pub fn run(opts: ClientOptions) -> std::io::Result<i32> {
         all_down_said: false,
         exit: 0,
     };
-    let mut handler = |engine: &mut Engine, event: Event, now: Instant| {
-        screen.on_event(engine, &event, now);
+    let mut handler = |app: &mut App, event: Event| {
+        screen.on_event(app, &event);
     };
     reactor.run(&mut handler)?;
     Ok(screen.exit)

@@ -6,7 +6,7 @@ use crate::proto::{Push, Request};
 use bytes::{Bytes, BytesMut};
 use liveline::codec::{Decoder, Encoder};
 use liveline::config::Config;
-use liveline::engine::{ClientConfig, ClientEvent, ClientId, ClientState, Engine, Event};
+use liveline::engine::{App, ClientConfig, ClientEvent, ClientId, ClientState, Event};
 use liveline::frame::{Frame, Hello, Text, PROTOCOL_VERSION};
 use liveline::reactor::Reactor;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -132,7 +132,7 @@ impl Demo {
 
     fn turn(&mut self, wait: Duration) -> io::Result<()> {
         let mut events = Vec::new();
-        let mut handler = |_: &mut Engine, e: Event, _: Instant| events.push(e);
+        let mut handler = |_: &mut App, e: Event| events.push(e);
         self.reactor.turn(&mut handler, Some(wait))?;
         for e in events {
             let client = match &e {

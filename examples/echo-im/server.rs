@@ -4,7 +4,7 @@ use crate::proto::{valid_name, Push, Request, MAX_TEXT, NAME_RULE};
 use bytes::Bytes;
 use hashbrown::HashMap;
 use liveline::config::Config;
-use liveline::engine::{Engine, Event, SendError, ServerEvent};
+use liveline::engine::{App, Event, SendError, ServerEvent};
 use liveline::frame::{Code, Reason};
 use liveline::reactor::{ListenConfig, Reactor};
 use log::{debug, info, warn};
@@ -32,7 +32,7 @@ struct Held {
     payload: Bytes,
 }
 
-/// Who is online is the engine's to know (`Engine::session_of`, `Engine::sessions`); the
+/// Who is online is the engine's to know (`App::session_of`, `App::sessions`); the
 /// chat keeps only what it holds for users who are not.
 #[derive(Default)]
 struct Chat {
@@ -42,7 +42,8 @@ struct Chat {
 }
 
 impl Chat {
-    fn on_event(&mut self, engine: &mut Engine, event: Event, now: Instant) {
+    fn on_event(&mut self, app: &mut App<'_>, event: Event) {
+        let now = app.now();
         match event {
             Event::Server(ServerEvent::Opened {
                 conn,
@@ -52,11 +53,11 @@ impl Chat {
             }) => {
                 let from = peer.map_or(String::new(), |p| format!(" from {p}"));
                 info!("online: {identity} ({conn}){from}");
-                self.flush_held(engine, identity.as_str(), now);
+                self.flush_held(app, identity.as_str(), now);
             }
             Event::Server(ServerEvent::Acked { identity, .. }) => {
                 // Room in the window: what waits for this user may go now.
-                self.flush_held(engine, identity.as_str(), now);
+                self.flush_held(app, identity.as_str(), now);
             }
             Event::Server(ServerEvent::Failed {
                 identity,
@@ -67,7 +68,7 @@ impl Chat {
                 // Never acknowledged by the instance it went to (another one logged in, or
                 // the record expired): the user gets it on their current session, or later.
                 info!("re-sending a message {identity} did not acknowledge ({cause})");
-                self.deliver(engine, identity.as_str(), payload, now);
+                self.deliver(app, identity.as_str(), payload, now);
             }
             Event::Server(ServerEvent::Closed {
                 conn,
@@ -101,55 +102,55 @@ impl Chat {
                     if t.len() > MAX_TEXT {
                         let why =
                             format!("not sent: {} bytes of text, at most {MAX_TEXT}", t.len());
-                        self.notice(engine, from, &why, now);
+                        self.notice(app, from, &why, now);
                         return;
                     }
                 }
                 match Request::parse(text) {
                     Some(Request::Broadcast(t)) => {
                         let push = message(&origin, from, "all", t);
-                        let others: Vec<String> = engine
+                        let others: Vec<String> = app
                             .sessions()
                             .map(|(user, _)| user.as_str())
                             .filter(|&user| user != from)
                             .map(String::from)
                             .collect();
                         if others.is_empty() {
-                            self.notice(engine, from, "nobody else is online", now);
+                            self.notice(app, from, "nobody else is online", now);
                         }
                         for user in others {
-                            self.deliver(engine, &user, push.clone(), now);
+                            self.deliver(app, &user, push.clone(), now);
                         }
                     }
                     Some(Request::Direct { to, text }) => {
                         let push = message(&origin, from, "to", text);
                         if !valid_name(to) {
                             let why = format!("invalid user name: {to} ({NAME_RULE})");
-                            self.notice(engine, from, &why, now);
+                            self.notice(app, from, &why, now);
                         } else {
-                            let online = engine.session_of(to).is_some();
-                            self.deliver(engine, to, push, now);
+                            let online = app.session_of(to).is_some();
+                            self.deliver(app, to, push, now);
                             if !online {
                                 let why = format!("held for {to} (offline)");
-                                self.notice(engine, from, &why, now);
+                                self.notice(app, from, &why, now);
                             }
                         }
                     }
                     Some(Request::Echo(t)) => {
                         let push = message(&origin, from, "echo", t);
-                        self.deliver(engine, from, push, now);
+                        self.deliver(app, from, push, now);
                     }
                     Some(Request::Users) => {
                         let mut users: Vec<&str> =
-                            engine.sessions().map(|(user, _)| user.as_str()).collect();
+                            app.sessions().map(|(user, _)| user.as_str()).collect();
                         users.sort_unstable();
                         let push = Bytes::from(Push::Users(users).encode());
-                        self.deliver(engine, from, push, now);
+                        self.deliver(app, from, push, now);
                     }
                     None => {
                         warn!("{from}: unintelligible request {text:?}");
                         let why = "unintelligible request (see docs/ECHO-IM.md)";
-                        self.notice(engine, from, why, now);
+                        self.notice(app, from, why, now);
                     }
                 }
             }
@@ -158,8 +159,8 @@ impl Chat {
     }
 
     /// Sends what is held for `user` while the session takes it, oldest first.
-    fn flush_held(&mut self, engine: &mut Engine, user: &str, now: Instant) {
-        let Some(conn) = engine.session_of(user) else {
+    fn flush_held(&mut self, app: &mut App<'_>, user: &str, now: Instant) {
+        let Some(conn) = app.session_of(user) else {
             return;
         };
         let Some(queue) = self.held.get_mut(user) else {
@@ -170,7 +171,7 @@ impl Chat {
             if now.duration_since(h.at) > self.held_age {
                 continue;
             }
-            if let Err(e) = engine.send_message(conn, h.payload.clone()) {
+            if let Err(e) = app.send_message(conn, h.payload.clone()) {
                 // The window is full (or the session just ended): the rest waits for the
                 // next acknowledgement or login.
                 debug!("{user}: held messages wait: {e}");
@@ -189,11 +190,11 @@ impl Chat {
 
     /// Sends to `user` if online and nothing older waits for them; holds it otherwise
     /// (bounded by count and age), so that the user sees messages in order.
-    fn deliver(&mut self, engine: &mut Engine, user: &str, payload: Bytes, now: Instant) {
+    fn deliver(&mut self, app: &mut App<'_>, user: &str, payload: Bytes, now: Instant) {
         let waiting = self.held.get(user).is_some_and(|q| !q.is_empty());
-        let session = engine.session_of(user);
+        let session = app.session_of(user);
         if let (Some(conn), false) = (session, waiting) {
-            match engine.send_message(conn, payload.clone()) {
+            match app.send_message(conn, payload.clone()) {
                 Ok(_) => return,
                 Err(SendError::TooLarge) => {
                     // Only a request near the frame limit grows past it when relayed.
@@ -226,8 +227,8 @@ impl Chat {
         }
     }
 
-    fn notice(&mut self, engine: &mut Engine, user: &str, text: &str, now: Instant) {
-        self.deliver(engine, user, Bytes::from(Push::Notice(text).encode()), now);
+    fn notice(&mut self, app: &mut App<'_>, user: &str, text: &str, now: Instant) {
+        self.deliver(app, user, Bytes::from(Push::Notice(text).encode()), now);
     }
 }
 
@@ -282,8 +283,7 @@ pub fn run(opts: ServerOptions) -> std::io::Result<()> {
         held_age: opts.held_age,
         ..Chat::default()
     };
-    let mut handler =
-        |engine: &mut Engine, event: Event, now: Instant| chat.on_event(engine, event, now);
+    let mut handler = |app: &mut App, event: Event| chat.on_event(app, event);
     reactor.run(&mut handler)?;
     info!("stopped");
     Ok(())

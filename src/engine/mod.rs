@@ -56,7 +56,7 @@ mod event;
 mod handle;
 mod store;
 
-pub use api::{Client, Session};
+pub use api::{App, Client, Session};
 pub use event::{
     ClientConfig, ClientEvent, ClientInfo, ClientState, Event, FailCause, HelloHook, Retry,
     SendError, ServerEvent,
