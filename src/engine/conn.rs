@@ -20,6 +20,9 @@ pub(super) enum ConnState {
     AwaitWelcome,
     Active,
     Closing,
+    /// Over the outbound cap: it reads and queues nothing more, and the engine drops it at
+    /// the next settling point (never under a caller that is queueing on it).
+    Doomed,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

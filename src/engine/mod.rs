@@ -111,6 +111,8 @@ pub struct Engine {
     store: SessionStore,
     /// Application timers.
     timers: Slab<AppTimer>,
+    /// Connections past the outbound cap, dropped by `settle` (see `ConnState::Doomed`).
+    doomed: Vec<ConnId>,
     /// Clients closing once everything they sent is acknowledged, by index: (generation,
     /// the tick by which they close regardless).
     draining: hashbrown::HashMap<u32, (NonZeroU32, Tick)>,
@@ -181,6 +183,7 @@ impl Engine {
             conns: Slab::new(),
             clients: Slab::new(),
             timers: Slab::new(),
+            doomed: Vec::new(),
             draining: hashbrown::HashMap::new(),
             store: SessionStore::new(clock.ticks_for(cfg.record_linger), cfg.max_connections),
             next_gen: NonZeroU32::MIN,
@@ -470,7 +473,7 @@ impl Engine {
         }
         let index = conn.index as usize;
         let c = &mut self.conns[index];
-        if c.state == ConnState::Closing {
+        if matches!(c.state, ConnState::Closing | ConnState::Doomed) {
             // A closing connection only flushes; what it still receives is discarded.
             return;
         }
@@ -569,7 +572,7 @@ impl Engine {
     fn handle_frame(&mut self, index: usize, conn: ConnId, frame: Frame) -> bool {
         self.on_frame(index, frame);
         self.conn(conn)
-            .is_some_and(|c| c.state != ConnState::Closing)
+            .is_some_and(|c| !matches!(c.state, ConnState::Closing | ConnState::Doomed))
     }
 
     fn decode_failed(&mut self, index: usize, e: DecodeError) {
@@ -670,8 +673,22 @@ impl Engine {
 
     // ---------------------------------------------------------------- outputs
 
+    /// Drops the connections found past the outbound cap since the last call. Runs where
+    /// no caller holds on to a connection: at the start of every `poll_*` output.
+    fn settle(&mut self) {
+        while let Some(id) = self.doomed.pop() {
+            if self.conn(id).is_some_and(|c| c.state == ConnState::Doomed) {
+                let reason = Reason::new(Code::SLOW_CONSUMER, "outbound cap exceeded");
+                self.finish(id.index as usize, reason, Lost::Failed);
+            }
+        }
+    }
+
     /// The next socket operation for the driver.
     pub fn poll_io(&mut self) -> Option<Io> {
+        if !self.doomed.is_empty() {
+            self.settle();
+        }
         let io = self.io.pop_front();
         if io.is_none() {
             shrink_idle_queue(&mut self.io);
@@ -681,6 +698,9 @@ impl Engine {
 
     /// The next connection with bytes to write.
     pub fn poll_transmit(&mut self) -> Option<ConnId> {
+        if !self.doomed.is_empty() {
+            self.settle();
+        }
         while let Some(id) = self.transmit.pop_front() {
             if let Some(c) = self
                 .conns
@@ -706,6 +726,9 @@ impl Engine {
 
     /// The next application event.
     pub fn poll_event(&mut self) -> Option<Event> {
+        if !self.doomed.is_empty() {
+            self.settle();
+        }
         let event = self.events.pop_front();
         if event.is_none() {
             shrink_idle_queue(&mut self.events);
@@ -733,6 +756,14 @@ impl Engine {
     }
 
     // ---------------------------------------------------------------- commands
+
+    /// The connection, unless it is gone or being dropped (a doomed connection is gone to
+    /// the application already).
+    fn sendable(&self, conn: ConnId) -> Result<&Conn, SendError> {
+        self.conn(conn)
+            .filter(|c| c.state != ConnState::Doomed)
+            .ok_or(SendError::Gone)
+    }
 
     /// The record of the active server session on `conn`.
     fn active_record(&self, conn: ConnId) -> Option<u32> {
@@ -771,7 +802,7 @@ impl Engine {
 
     /// Server side: sends DATA on an active session.
     pub fn send_data(&mut self, conn: ConnId, payload: &[u8]) -> Result<(), SendError> {
-        let c = self.conn(conn).ok_or(SendError::Gone)?;
+        let c = self.sendable(conn)?;
         if c.state != ConnState::Active {
             return Err(SendError::NotActive);
         }
@@ -780,7 +811,7 @@ impl Engine {
 
     /// Raw mode: queues bytes for `conn` as they are.
     pub fn send_raw(&mut self, conn: ConnId, bytes: &[u8]) -> Result<(), SendError> {
-        let c = self.conn(conn).ok_or(SendError::Gone)?;
+        let c = self.sendable(conn)?;
         if c.role != Role::Raw {
             return Err(SendError::NotActive);
         }
@@ -798,7 +829,7 @@ impl Engine {
     /// It waits in the record, not in the send buffer, while the connection has more than
     /// `outbound_low_water` bytes to write, so a backlog never trips the outbound cap.
     pub fn send_message(&mut self, conn: ConnId, payload: Bytes) -> Result<u64, SendError> {
-        let c = self.conn(conn).ok_or(SendError::Gone)?;
+        let c = self.sendable(conn)?;
         let (ConnState::Active, Role::Server { record: Some(r) }) = (c.state, c.role) else {
             return Err(SendError::NotActive);
         };
@@ -1047,7 +1078,11 @@ impl Engine {
         write: impl FnOnce(&Encoder, &mut BytesMut) -> Result<(), EncodeError>,
     ) -> Result<(), NotQueued> {
         let pool = &mut self.pool;
-        let c = self.conns.get_mut(index).ok_or(NotQueued::Gone)?;
+        let c = self
+            .conns
+            .get_mut(index)
+            .filter(|c| c.state != ConnState::Doomed)
+            .ok_or(NotQueued::Gone)?;
         let out = &mut c.bufs.get_or_insert_with(|| pool.take()).out;
         if out.is_empty() {
             // The start of a write: a stall is measured from here (see `on_conn_timer`).
@@ -1155,9 +1190,11 @@ impl Engine {
         }
         let queued = c.queued();
         if queued > cap {
+            // Decided here, done at the next settling point: the caller may still be
+            // working on this connection.
             debug!("{id}: dropped: {queued} bytes queued for a peer that does not read");
-            let reason = Reason::new(Code::SLOW_CONSUMER, "outbound cap exceeded");
-            self.finish(index, reason, Lost::Failed);
+            c.state = ConnState::Doomed;
+            self.doomed.push(id);
         } else if !c.congested && (queued > self.cfg.outbound_high_water || c.unframed) {
             // Queueing only adds: it can make a connection congested, never relieve one.
             self.check_water(index);
@@ -1541,6 +1578,9 @@ impl Engine {
             .idle
             .on_timer(&idle, &mut self.wheel, key, tick, index as u32, extra);
         let (state, role) = (c.state, c.role);
+        if state == ConnState::Doomed {
+            return; // dropped at the next settling point
+        }
         if due.is_some() {
             c.deadline = None;
             match state {
@@ -1562,7 +1602,7 @@ impl Engine {
                     debug!("{}: linger over, closing unflushed", self.id_of(index));
                     return self.release(index);
                 }
-                ConnState::Active => {}
+                ConnState::Active | ConnState::Doomed => {}
             }
         }
         if events.is_empty() {
@@ -1913,6 +1953,40 @@ mod tests {
         assert_eq!(e.clients(), 0);
         assert!(e.poll_io().is_none(), "nothing was started");
         assert!(e.add_client(client_config(&"x".repeat(255)), now).is_ok());
+    }
+
+    /// A send that crosses the outbound cap does not free the connection under its caller:
+    /// the connection is dropped at the next output poll, with SLOW_CONSUMER.
+    #[test]
+    fn the_outbound_cap_drops_a_connection_at_a_settling_point() {
+        let now = Instant::now();
+        let mut e = Engine::with_seed(Config::default(), now, 1).unwrap();
+        let conn = e.handle_accept(now).unwrap();
+        let mut hello = BytesMut::new();
+        let h = Hello {
+            version: PROTOCOL_VERSION,
+            instance: 1,
+            attempt: 0,
+            identity: Text::from("sink"),
+            token: Bytes::new(),
+        };
+        Encoder::default()
+            .encode(&Frame::Hello(Box::new(h)), &mut hello)
+            .unwrap();
+        e.handle_read(conn, &hello, now);
+        let chunk = vec![0; 60_000];
+        let mut sent = 0;
+        while e.send_data(conn, &chunk).is_ok() {
+            sent += chunk.len();
+            assert!(sent < 2 * e.config().outbound_cap, "never refused");
+        }
+        assert_eq!(e.send_data(conn, &chunk), Err(SendError::Gone));
+        assert_eq!(e.connections(), 1, "still there under its caller");
+        let events: Vec<Event> = std::iter::from_fn(|| e.poll_event()).collect();
+        assert!(events.iter().any(|ev| matches!(ev,
+            Event::Server(ServerEvent::Closed { reason, .. }) if reason.code == Code::SLOW_CONSUMER)));
+        assert_eq!(e.connections(), 0);
+        assert!(matches!(e.poll_io(), Some(Io::Close { conn: c }) if c == conn));
     }
 
     /// Closed clients give their memory back: add/close cycles do not grow the engine.
