@@ -438,28 +438,3 @@ pub fn run(opts: ClientOptions) -> std::io::Result<i32> {
     reactor.run(&mut handler)?;
     Ok(screen.exit)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_line_sends_or_says_why_not() {
-        assert_eq!(parse_input("  hi"), Input::Send(Request::Broadcast("  hi")));
-        assert_eq!(
-            parse_input(":to  bob  hi there"),
-            Input::Send(Request::Direct {
-                to: "bob",
-                text: "hi there"
-            })
-        );
-        assert!(
-            matches!(parse_input(":to bad/name hi"), Input::Refuse(w) if w.contains("invalid user name"))
-        );
-        assert!(matches!(parse_input(":to bob"), Input::Refuse(w) if w.starts_with("usage")));
-        assert!(matches!(parse_input(":frobnicate"), Input::Refuse(w) if w.contains(":help")));
-        assert_eq!(parse_input("   "), Input::Empty);
-        assert_eq!(parse_input(" :q "), Input::Quit);
-        assert_eq!(as_typed(b"T bob lost 2"), ":to bob lost 2");
-    }
-}
