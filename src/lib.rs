@@ -110,37 +110,20 @@ pub mod reactor;
 #[cfg(feature = "sim")]
 pub mod sim;
 
-// Building blocks, not API: public only with the `internals` feature (benchmarks).
-#[cfg(feature = "internals")]
-#[doc(hidden)]
-pub mod idle;
-#[cfg(not(feature = "internals"))]
-#[allow(dead_code)]
-mod idle;
-#[cfg(feature = "internals")]
-#[doc(hidden)]
-pub mod reliable;
-#[cfg(not(feature = "internals"))]
-#[allow(dead_code)]
-mod reliable;
-#[cfg(feature = "internals")]
-#[doc(hidden)]
-pub mod rng;
-#[cfg(not(feature = "internals"))]
-#[allow(dead_code)]
-mod rng;
-#[cfg(feature = "internals")]
-#[doc(hidden)]
-pub mod time;
-#[cfg(not(feature = "internals"))]
-#[allow(dead_code)]
-mod time;
-#[cfg(feature = "internals")]
-#[doc(hidden)]
-pub mod wheel;
-#[cfg(not(feature = "internals"))]
-#[allow(dead_code)]
-mod wheel;
+/// Declares building blocks that are not API: public (and hidden from the docs) only with
+/// the `internals` feature, for this crate's benchmarks and tests.
+macro_rules! internal {
+    ($($module:ident),* $(,)?) => {$(
+        #[cfg(feature = "internals")]
+        #[doc(hidden)]
+        pub mod $module;
+        #[cfg(not(feature = "internals"))]
+        #[allow(dead_code)]
+        mod $module;
+    )*};
+}
+
+internal!(idle, reliable, rng, time, wheel);
 
 /// The byte buffers payloads travel in, re-exported so that an application needs no
 /// dependency of its own to build or read them.

@@ -1920,6 +1920,22 @@ mod tests {
         assert_eq!(closed, 1);
     }
 
+    /// The bytes of a HELLO from instance 1 of `identity`.
+    fn hello(identity: &str) -> BytesMut {
+        let mut wire = BytesMut::new();
+        let h = Hello {
+            version: PROTOCOL_VERSION,
+            instance: 1,
+            attempt: 0,
+            identity: Text::from(identity.to_string()),
+            token: Bytes::new(),
+        };
+        Encoder::default()
+            .encode(&Frame::Hello(Box::new(h)), &mut wire)
+            .unwrap();
+        wire
+    }
+
     fn client_config(identity: &str) -> ClientConfig {
         ClientConfig {
             identity: Text::from(identity.to_string()),
@@ -1962,18 +1978,7 @@ mod tests {
         let now = Instant::now();
         let mut e = Engine::with_seed(Config::default(), now, 1).unwrap();
         let conn = e.handle_accept(now).unwrap();
-        let mut hello = BytesMut::new();
-        let h = Hello {
-            version: PROTOCOL_VERSION,
-            instance: 1,
-            attempt: 0,
-            identity: Text::from("sink"),
-            token: Bytes::new(),
-        };
-        Encoder::default()
-            .encode(&Frame::Hello(Box::new(h)), &mut hello)
-            .unwrap();
-        e.handle_read(conn, &hello, now);
+        e.handle_read(conn, &hello("sink"), now);
         let chunk = vec![0; 60_000];
         let mut sent = 0;
         while e.send_data(conn, &chunk).is_ok() {
@@ -2030,18 +2035,7 @@ mod tests {
         let now = Instant::now();
         let welcome_session = |e: &mut Engine| {
             let conn = e.handle_accept(now).unwrap();
-            let mut hello = BytesMut::new();
-            let h = Hello {
-                version: PROTOCOL_VERSION,
-                instance: 1,
-                attempt: 0,
-                identity: Text::from("same"),
-                token: Bytes::new(),
-            };
-            Encoder::default()
-                .encode(&Frame::Hello(Box::new(h)), &mut hello)
-                .unwrap();
-            e.handle_read(conn, &hello, now);
+            e.handle_read(conn, &hello("same"), now);
             match std::iter::from_fn(|| e.poll_event()).next() {
                 Some(Event::Server(ServerEvent::Opened { session, .. })) => session,
                 other => panic!("{other:?}"),
