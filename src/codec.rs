@@ -12,8 +12,10 @@
 //!   hostile prefix such as `0xFFFF_FFF0` costs nothing but an error.
 //! * While a frame is partial, the buffer is grown to hold exactly the rest of that frame
 //!   (bounded by the maximum), so the reader can fill it in one go.
-//! * Bodies leave the buffer by `split_to` + `freeze`: payloads point into the receive
-//!   buffer, no copy.
+//! * With [`Decoder::decode`], bodies leave the buffer by `split_to` + `freeze`: payloads
+//!   point into the receive buffer, no copy. (The engine decodes from each read's slice
+//!   instead and copies a payload once, into a shared chunk that outlives the read buffer:
+//!   one copy, and no receive buffer kept per connection.)
 //! * After an error the decoder stays failed and returns the same error: the connection must
 //!   be closed (after an ERROR frame with [`DecodeError::code`]), since the stream can no
 //!   longer be framed.
