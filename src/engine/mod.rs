@@ -18,6 +18,9 @@
 //! 3. Sleep until the next input or [`Engine::poll_timeout`].
 //!
 //! Ids carry a generation: an input naming a connection or client that is gone is ignored.
+//! No input or command frees the connection it works on: one that passes the outbound cap
+//! is dropped at the start of the next `poll_*` call. Applications see [`App`], the
+//! commands without the driver's calls, in their handlers.
 //!
 //! # Sessions
 //!
@@ -25,9 +28,11 @@
 //!
 //! ```text
 //!  accept ──> AwaitHello ──valid HELLO / WELCOME──> Active ──GOAWAY or ERROR queued──> Closing
-//!                 │  └─(deadline, bad frame: ERROR; refused: REJECT)──────────────────────┘  │
+//!                 │  │ └─(decide_logins)─> AwaitVerdict ─accept─┘                          │
+//!                 │  └─(deadline, bad frame: ERROR; refused or rejected: REJECT)──────┘   │
 //!                 │                                                  (flushed or linger)     v
 //!                 └────────────────────(peer closed)──────────────────────────────────> Closed
+//!  any state ──past the outbound cap──> Doomed ──(next poll)──> Closed
 //! ```
 //!
 //! Client side (the client record outlives its connections):
