@@ -4,10 +4,11 @@
 //! drains; what to do about the connection is decided by the engine.
 
 use crate::codec::{Decoder, Encoder};
+use crate::frame::{Code, Frame, Hello, Reason, Text, Welcome};
 use crate::idle::IdleTracker;
 use crate::reliable::SendQueue;
 use crate::time::Tick;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use log::warn;
 use std::num::NonZeroU32;
 
@@ -170,5 +171,197 @@ impl Conn {
         }
         self.unframed = send.has_unframed();
         framed
+    }
+}
+
+/// What an inbound frame asks of a connection, decided from its side and phase alone: the
+/// table of PROTOCOL.md 4.1 (which frames each state accepts) in one place. The engine
+/// acts on it.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Inbound {
+    /// Server, waiting for HELLO.
+    Hello(Box<Hello>),
+    /// Client, waiting for WELCOME.
+    Welcome(Welcome),
+    /// Client, waiting for WELCOME: refused.
+    Reject(Reason),
+    /// Client: the server is leaving.
+    GoAway(Reason),
+    /// The peer's fatal error (or a client's orderly quit, code NO_ERROR).
+    Error(Reason),
+    /// Active, either side.
+    Ping(u64),
+    /// Active, either side.
+    Pong(u64),
+    /// Active, either side.
+    Data(Bytes),
+    /// Active, either side (id 1 or more).
+    Message { id: u64, payload: Bytes },
+    /// Active, either side.
+    Ack(u64),
+    /// Not allowed here: close with ERROR `PROTOCOL_VIOLATION` and this reason.
+    Violation(Reason),
+    /// Nothing can arrive here (connecting, raw mode), or it is discarded (closing).
+    Ignore,
+}
+
+impl Conn {
+    /// What `frame` asks of this connection; see [`Inbound`].
+    pub(super) fn classify(&self, frame: Frame) -> Inbound {
+        let violation = |frame: &Frame, why: &str| {
+            Inbound::Violation(Reason {
+                code: Code::PROTOCOL_VIOLATION,
+                text: Text::from(format!("{} {why}", frame.kind())),
+            })
+        };
+        let server = match self.role {
+            Role::Server { .. } => true,
+            Role::Client { .. } => false,
+            Role::Raw => return Inbound::Ignore,
+        };
+        match (server, self.state, frame) {
+            (true, ConnState::AwaitHello, Frame::Hello(h)) => Inbound::Hello(h),
+            (true, ConnState::AwaitHello, f) => violation(&f, "expected HELLO"),
+            (true, ConnState::AwaitVerdict, f) => violation(&f, "sent before WELCOME"),
+            (false, ConnState::AwaitWelcome, Frame::Welcome(w)) => Inbound::Welcome(w),
+            (false, ConnState::AwaitWelcome, Frame::Reject(r)) => Inbound::Reject(r),
+            (false, ConnState::AwaitWelcome | ConnState::Active, Frame::GoAway(r)) => {
+                Inbound::GoAway(r)
+            }
+            (false, ConnState::AwaitWelcome, Frame::Error(r)) => Inbound::Error(r),
+            (false, ConnState::AwaitWelcome, f) => violation(&f, "expected WELCOME"),
+            (_, ConnState::Active, frame) => match frame {
+                Frame::Ping(v) => Inbound::Ping(v),
+                Frame::Pong(v) => Inbound::Pong(v),
+                Frame::Data(payload) => Inbound::Data(payload),
+                // The duplicate filter starts at 0: an id 0 could only be acknowledged,
+                // never handed over.
+                Frame::Message { id: 0, .. } => Inbound::Violation(Reason::new(
+                    Code::PROTOCOL_VIOLATION,
+                    "MESSAGE id 0 (ids start at 1)",
+                )),
+                Frame::Message { id, payload } => Inbound::Message { id, payload },
+                Frame::Ack(id) => Inbound::Ack(id),
+                Frame::Error(r) => Inbound::Error(r),
+                f if server => violation(&f, "not allowed from a client"),
+                f => violation(&f, "not allowed from a server"),
+            },
+            // Connecting: no bytes can arrive; Closing and Doomed: discarded.
+            _ => Inbound::Ignore,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::Tick;
+
+    fn conn(role: Role, state: ConnState) -> Conn {
+        Conn {
+            gen: NonZeroU32::MIN,
+            state,
+            role,
+            idle: IdleTracker::new(Tick(0)),
+            bufs: None,
+            deadline: None,
+            congested: false,
+            pending_transmit: false,
+            unframed: false,
+        }
+    }
+
+    /// One frame of every kind.
+    fn every_kind() -> Vec<Frame> {
+        let reason = || Reason::new(Code::NO_ERROR, "");
+        vec![
+            Frame::Hello(Box::new(Hello {
+                version: 1,
+                instance: 1,
+                attempt: 0,
+                identity: Text::from("x"),
+                token: Bytes::new(),
+            })),
+            Frame::Welcome(Welcome {
+                version: 1,
+                session: 1,
+                ping_interval_ms: 1,
+                idle_timeout_ms: 2,
+                max_frame_len: 64,
+            }),
+            Frame::Reject(reason()),
+            Frame::Ping(1),
+            Frame::Pong(1),
+            Frame::Data(Bytes::new()),
+            Frame::Message {
+                id: 1,
+                payload: Bytes::new(),
+            },
+            Frame::Ack(1),
+            Frame::GoAway(reason()),
+            Frame::Error(reason()),
+        ]
+    }
+
+    /// The table of PROTOCOL.md 4.1: what each side accepts in each state; anything else
+    /// is a PROTOCOL_VIOLATION.
+    #[test]
+    fn frames_are_accepted_as_protocol_section_4_1_says() {
+        let server = Role::Server { record: Some(0) };
+        let client = Role::Client {
+            client: 0,
+            ping_ticks: None,
+        };
+        let table: [(Role, ConnState, &[&str]); 5] = [
+            (server, ConnState::AwaitHello, &["HELLO"]),
+            (server, ConnState::AwaitVerdict, &[]),
+            (
+                server,
+                ConnState::Active,
+                &["PING", "PONG", "DATA", "MESSAGE", "ACK", "ERROR"],
+            ),
+            (
+                client,
+                ConnState::AwaitWelcome,
+                &["WELCOME", "REJECT", "ERROR", "GOAWAY"],
+            ),
+            (
+                client,
+                ConnState::Active,
+                &["PING", "PONG", "DATA", "MESSAGE", "ACK", "GOAWAY", "ERROR"],
+            ),
+        ];
+        for (role, state, accepted) in table {
+            let c = conn(role, state);
+            for frame in every_kind() {
+                let kind = frame.kind().name();
+                let verdict = c.classify(frame);
+                let violation =
+                    matches!(&verdict, Inbound::Violation(r) if r.code == Code::PROTOCOL_VIOLATION);
+                assert_eq!(
+                    !violation,
+                    accepted.contains(&kind),
+                    "{kind} in {state:?} ({role:?}): {verdict:?}"
+                );
+            }
+        }
+        // A MESSAGE with id 0 is refused on either side.
+        for role in [server, client] {
+            let zero = Frame::Message {
+                id: 0,
+                payload: Bytes::new(),
+            };
+            assert!(matches!(
+                conn(role, ConnState::Active).classify(zero),
+                Inbound::Violation(_)
+            ));
+        }
+        // Closing, doomed and connecting connections take nothing.
+        for state in [ConnState::Closing, ConnState::Doomed, ConnState::Connecting] {
+            assert_eq!(
+                conn(server, state).classify(Frame::Ping(1)),
+                Inbound::Ignore
+            );
+        }
     }
 }
