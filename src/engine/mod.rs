@@ -73,7 +73,7 @@ use crate::time::{Clock, Tick};
 use crate::wheel::{TimerKey, Wheel};
 use bytes::{Buf, Bytes, BytesMut};
 use client::{ClientRecord, ServerLists};
-use conn::{Conn, ConnState, Inbound, Pool, Role, RX_CHUNK};
+use conn::{Conn, ConnState, Pool, Role, RX_CHUNK};
 use log::{debug, warn};
 use slab::Slab;
 use std::collections::VecDeque;
@@ -1208,95 +1208,128 @@ impl Engine {
 
     fn on_frame(&mut self, index: usize, frame: Frame) {
         let c = &self.conns[index];
-        match (c.role, c.classify(frame)) {
-            (_, Inbound::Ignore) => {}
-            (_, Inbound::Violation(reason)) => self.fail_with_error(index, reason),
-            (_, Inbound::Error(reason)) => self.finish(index, reason, Lost::Failed),
-            (_, Inbound::Ping(v)) => self.queue_frame(index, &Frame::Pong(v)),
-            (Role::Server { .. }, Inbound::Hello(h)) => self.on_hello(index, *h),
-            (Role::Server { .. }, Inbound::Pong(_)) => {}
-            (Role::Server { .. }, Inbound::Data(payload)) => {
-                let conn = self.id_of(index);
-                self.events
-                    .push_back(Event::Server(ServerEvent::Data { conn, payload }));
+        match (c.role, c.state) {
+            (Role::Server { .. }, ConnState::AwaitHello) => match frame {
+                Frame::Hello(h) => self.on_hello(index, *h),
+                other => self.violation(index, &other, "expected HELLO"),
+            },
+            (Role::Server { .. }, ConnState::AwaitVerdict) => {
+                self.violation(index, &frame, "sent before WELCOME");
             }
-            (Role::Server { record }, Inbound::Message { id, payload }) => {
-                let r = record.expect("an active server connection has a record");
-                let conn = self.id_of(index);
-                let rec = self.store.get_mut(r);
-                if rec.recv.accept(id) {
-                    let (identity, instance) = (rec.identity.clone(), rec.instance);
-                    self.events.push_back(Event::Server(ServerEvent::Message {
-                        conn,
-                        identity,
-                        instance,
-                        id,
-                        payload,
-                    }));
-                } else {
-                    debug!("{conn}: duplicate message {id} suppressed");
-                }
-                self.queue_frame(index, &Frame::Ack(id));
-            }
-            (Role::Server { record }, Inbound::Ack(id)) => {
-                let r = record.expect("an active server connection has a record");
-                let rec = self.store.get_mut(r);
-                if rec.send.ack(id) {
-                    let identity = rec.identity.clone();
+            (Role::Server { record }, ConnState::Active) => match frame {
+                Frame::Ping(v) => self.queue_frame(index, &Frame::Pong(v)),
+                Frame::Pong(_) => {}
+                Frame::Data(payload) => {
                     let conn = self.id_of(index);
                     self.events
-                        .push_back(Event::Server(ServerEvent::Acked { conn, identity, id }));
+                        .push_back(Event::Server(ServerEvent::Data { conn, payload }));
+                }
+                Frame::Message { id: 0, .. } => {
+                    self.fail_with_error(index, zero_id());
+                }
+                Frame::Message { id, payload } => {
+                    let r = record.expect("an active server connection has a record");
+                    let conn = self.id_of(index);
+                    let rec = self.store.get_mut(r);
+                    if rec.recv.accept(id) {
+                        let (identity, instance) = (rec.identity.clone(), rec.instance);
+                        self.events.push_back(Event::Server(ServerEvent::Message {
+                            conn,
+                            identity,
+                            instance,
+                            id,
+                            payload,
+                        }));
+                    } else {
+                        debug!("{conn}: duplicate message {id} suppressed");
+                    }
+                    self.queue_frame(index, &Frame::Ack(id));
+                }
+                Frame::Ack(id) => {
+                    let r = record.expect("an active server connection has a record");
+                    let rec = self.store.get_mut(r);
+                    if rec.send.ack(id) {
+                        let identity = rec.identity.clone();
+                        let conn = self.id_of(index);
+                        self.events.push_back(Event::Server(ServerEvent::Acked {
+                            conn,
+                            identity,
+                            id,
+                        }));
+                    }
+                }
+                Frame::Error(reason) => self.finish(index, reason, Lost::Failed),
+                other => self.violation(index, &other, "not allowed from a client"),
+            },
+            (Role::Client { client, .. }, ConnState::AwaitWelcome) => match frame {
+                Frame::Welcome(w) => self.on_welcome(index, client as usize, w),
+                Frame::Reject(reason) => self.on_reject(index, client as usize, reason),
+                Frame::Error(reason) => self.finish(index, reason, Lost::Failed),
+                Frame::GoAway(reason) => self.on_go_away(index, client as usize, reason),
+                other => self.violation(index, &other, "expected WELCOME"),
+            },
+            (Role::Client { client, .. }, ConnState::Active) => {
+                let ci = client as usize;
+                let id = self.client_id(ci);
+                match frame {
+                    Frame::Ping(v) => self.queue_frame(index, &Frame::Pong(v)),
+                    Frame::Pong(v) => {
+                        // Our own stamp from the PING (see `on_conn_timer`), echoed back.
+                        if let Some(us) = self.now_us().checked_sub(v) {
+                            self.clients[ci].record_rtt(us);
+                            let rtt = Duration::from_micros(us);
+                            self.events
+                                .push_back(Event::Client(ClientEvent::Rtt { client: id, rtt }));
+                        }
+                    }
+                    Frame::Data(payload) => {
+                        self.events.push_back(Event::Client(ClientEvent::Data {
+                            client: id,
+                            payload,
+                        }))
+                    }
+                    Frame::Message { id: 0, .. } => {
+                        self.fail_with_error(index, zero_id());
+                    }
+                    Frame::Message { id: mid, payload } => {
+                        if self.clients[ci].recv.accept(mid) {
+                            self.events.push_back(Event::Client(ClientEvent::Message {
+                                client: id,
+                                id: mid,
+                                payload,
+                            }));
+                        }
+                        self.queue_frame(index, &Frame::Ack(mid));
+                    }
+                    Frame::Ack(mid) => {
+                        if self.clients[ci].send.ack(mid) {
+                            self.events.push_back(Event::Client(ClientEvent::Acked {
+                                client: id,
+                                id: mid,
+                            }));
+                            if self.clients[ci].send.is_empty()
+                                && self.draining.contains_key(&(ci as u32))
+                            {
+                                self.close_drained();
+                            }
+                        }
+                    }
+                    Frame::GoAway(reason) => self.on_go_away(index, ci, reason),
+                    Frame::Error(reason) => self.finish(index, reason, Lost::Failed),
+                    other => self.violation(index, &other, "not allowed from a server"),
                 }
             }
-            (Role::Client { client, .. }, inbound) => self.on_client_frame(index, client, inbound),
-            (role, inbound) => unreachable!("{inbound:?} classified for {role:?}"),
+            // Connecting: no bytes can arrive; Closing: filtered out in handle_read.
+            _ => {}
         }
     }
 
-    /// A client connection's frame, classified.
-    fn on_client_frame(&mut self, index: usize, client: u32, inbound: Inbound) {
-        let ci = client as usize;
-        let id = self.client_id(ci);
-        match inbound {
-            Inbound::Welcome(w) => self.on_welcome(index, ci, w),
-            Inbound::Reject(reason) => self.on_reject(index, ci, reason),
-            Inbound::GoAway(reason) => self.on_go_away(index, ci, reason),
-            Inbound::Pong(v) => {
-                // Our own stamp from the PING (see `on_conn_timer`), echoed back.
-                if let Some(us) = self.now_us().checked_sub(v) {
-                    self.clients[ci].record_rtt(us);
-                    let rtt = Duration::from_micros(us);
-                    self.events
-                        .push_back(Event::Client(ClientEvent::Rtt { client: id, rtt }));
-                }
-            }
-            Inbound::Data(payload) => self.events.push_back(Event::Client(ClientEvent::Data {
-                client: id,
-                payload,
-            })),
-            Inbound::Message { id: mid, payload } => {
-                if self.clients[ci].recv.accept(mid) {
-                    self.events.push_back(Event::Client(ClientEvent::Message {
-                        client: id,
-                        id: mid,
-                        payload,
-                    }));
-                }
-                self.queue_frame(index, &Frame::Ack(mid));
-            }
-            Inbound::Ack(mid) => {
-                if self.clients[ci].send.ack(mid) {
-                    self.events.push_back(Event::Client(ClientEvent::Acked {
-                        client: id,
-                        id: mid,
-                    }));
-                    if self.clients[ci].send.is_empty() && self.draining.contains_key(&client) {
-                        self.close_drained();
-                    }
-                }
-            }
-            other => unreachable!("{other:?} classified for a client"),
-        }
+    fn violation(&mut self, index: usize, frame: &Frame, why: &str) {
+        let reason = Reason {
+            code: Code::PROTOCOL_VIOLATION,
+            text: Text::from(format!("{} {why}", frame.kind())),
+        };
+        self.fail_with_error(index, reason);
     }
 
     fn on_hello(&mut self, index: usize, hello: Hello) {
@@ -1834,6 +1867,12 @@ enum Lost {
     Moved,
     /// The client is stopping: no reconnect.
     Quiet,
+}
+
+/// MESSAGE ids start at 1: a receiver's duplicate filter starts at 0, so an id 0 could
+/// only be acknowledged and never handed over.
+fn zero_id() -> Reason {
+    Reason::new(Code::PROTOCOL_VIOLATION, "MESSAGE id 0 (ids start at 1)")
 }
 
 /// After a burst (a reconnect storm queues an event per client), an output queue keeps
