@@ -275,3 +275,52 @@ impl Credentials {
         self.split().1
     }
 }
+
+/// Clients closing once everything they sent is acknowledged
+/// ([`Engine::close_client_when_acked`](crate::engine::Engine::close_client_when_acked)),
+/// by index, with their generation and the tick by which they close regardless.
+#[derive(Default)]
+pub(super) struct Drains(hashbrown::HashMap<u32, (NonZeroU32, Tick)>);
+
+impl Drains {
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Client `ci` (of generation `gen`) closes once drained, or at `at`.
+    pub(super) fn insert(&mut self, ci: usize, gen: NonZeroU32, at: Tick) {
+        self.0.insert(ci as u32, (gen, at));
+    }
+
+    /// Whether client `ci` of generation `gen` is draining.
+    pub(super) fn contains(&self, ci: usize, gen: NonZeroU32) -> bool {
+        self.0.get(&(ci as u32)).is_some_and(|&(g, _)| g == gen)
+    }
+
+    /// Client `ci` is gone (closed by whatever path).
+    pub(super) fn remove(&mut self, ci: usize) {
+        self.0.remove(&(ci as u32));
+    }
+
+    /// The earliest deadline.
+    pub(super) fn next_deadline(&self) -> Option<Tick> {
+        self.0.values().map(|&(_, at)| at).reduce(Tick::earliest)
+    }
+
+    /// Takes out and returns the draining clients to close now: nothing left
+    /// unacknowledged, or out of time. Entries of clients closed meanwhile are dropped.
+    pub(super) fn due(&mut self, clients: &slab::Slab<ClientRecord>, now: Tick) -> Vec<usize> {
+        let mut due = Vec::new();
+        self.0.retain(|&ci, &mut (gen, at)| {
+            match clients.get(ci as usize).filter(|k| k.gen == gen) {
+                Some(k) if k.send.is_empty() || at.is_at_or_before(now) => {
+                    due.push(ci as usize);
+                    false
+                }
+                Some(_) => true,
+                None => false, // closed meanwhile
+            }
+        });
+        due
+    }
+}

@@ -60,6 +60,7 @@ mod conn;
 mod event;
 mod handle;
 mod store;
+mod timers;
 
 pub use api::{App, Client, Session};
 pub use event::{
@@ -72,7 +73,7 @@ use crate::rng::Rng;
 use crate::time::{Clock, Tick};
 use crate::wheel::{TimerKey, Wheel};
 use bytes::{Buf, Bytes, BytesMut};
-use client::{ClientRecord, ServerLists};
+use client::{ClientRecord, Drains, ServerLists};
 use conn::{Conn, ConnState, Pool, Role, RX_CHUNK};
 use log::{debug, warn};
 use slab::Slab;
@@ -81,19 +82,10 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 use store::{Admit, SessionStore};
+use timers::{AppTimers, APP_TIMER};
 
 /// Wheel values with this bit name a client record's backoff timer, not a connection.
 const CLIENT_TIMER: u32 = 1 << 31;
-/// Wheel values with this bit (and not the one above) name an application timer.
-const APP_TIMER: u32 = 1 << 30;
-
-/// An application timer: what to hand back when it fires, and its period if it repeats.
-struct AppTimer {
-    gen: NonZeroU32,
-    key: TimerKey,
-    token: u64,
-    every: Option<Duration>,
-}
 /// Expirations handled per `handle_timeout` call, so one call stays short.
 const MAX_FIRED: usize = 4096;
 
@@ -115,12 +107,12 @@ pub struct Engine {
     /// The server side's session records.
     store: SessionStore,
     /// Application timers.
-    timers: Slab<AppTimer>,
+    timers: AppTimers,
     /// Connections past the outbound cap, dropped by `settle` (see `ConnState::Doomed`).
     doomed: Vec<ConnId>,
     /// Clients closing once everything they sent is acknowledged, by index: (generation,
     /// the tick by which they close regardless).
-    draining: hashbrown::HashMap<u32, (NonZeroU32, Tick)>,
+    draining: Drains,
     next_gen: NonZeroU32,
     /// Reconnect jitter.
     rng: Rng,
@@ -187,9 +179,9 @@ impl Engine {
             client_idle,
             conns: Slab::new(),
             clients: Slab::new(),
-            timers: Slab::new(),
+            timers: AppTimers::default(),
             doomed: Vec::new(),
-            draining: hashbrown::HashMap::new(),
+            draining: Drains::default(),
             store: SessionStore::new(clock.ticks_for(cfg.record_linger), cfg.max_connections),
             next_gen: NonZeroU32::MIN,
             rng,
@@ -748,11 +740,7 @@ impl Engine {
         // Session records left behind are forgotten by `handle_timeout` too, and clients
         // draining past their deadline are closed there.
         let records = self.store.next_expiry(self.tick);
-        let drains = self
-            .draining
-            .values()
-            .map(|&(_, at)| at)
-            .reduce(Tick::earliest);
+        let drains = self.draining.next_deadline();
         let next = [wheel, records, drains]
             .into_iter()
             .flatten()
@@ -939,11 +927,7 @@ impl Engine {
     ) -> Result<u64, SendError> {
         let ci = self.client_index(client).ok_or(SendError::Gone)?;
         let window = self.window();
-        if self
-            .draining
-            .get(&(ci as u32))
-            .is_some_and(|&(gen, _)| gen == client.gen)
-        {
+        if self.draining.contains(ci, client.gen) {
             return Err(SendError::Closing);
         }
         let k = &mut self.clients[ci];
@@ -985,7 +969,7 @@ impl Engine {
         self.set_now(now);
         let ci = self.client_index(client).ok_or(SendError::Gone)?;
         let at = self.after(within);
-        self.draining.insert(ci as u32, (client.gen, at));
+        self.draining.insert(ci, client.gen, at);
         self.close_drained();
         Ok(())
     }
@@ -993,24 +977,8 @@ impl Engine {
     /// Closes the draining clients that have nothing left unacknowledged or whose time is
     /// up.
     fn close_drained(&mut self) {
-        let tick = self.tick;
-        let clients = &self.clients;
-        let done: Vec<u32> = self
-            .draining
-            .iter()
-            .filter(|&(&ci, &(gen, at))| {
-                match clients.get(ci as usize).filter(|k| k.gen == gen) {
-                    Some(k) => k.send.is_empty() || at.is_at_or_before(tick),
-                    None => true, // closed meanwhile
-                }
-            })
-            .map(|(&ci, _)| ci)
-            .collect();
-        for ci in done {
-            let (gen, _) = self.draining.remove(&ci).expect("just listed");
-            if self.clients.get(ci as usize).is_some_and(|k| k.gen == gen) {
-                self.stop_client(ci as usize, Reason::new(Code::NO_ERROR, "client closed"));
-            }
+        for ci in self.draining.due(&self.clients, self.tick) {
+            self.stop_client(ci, Reason::new(Code::NO_ERROR, "client closed"));
         }
     }
 
@@ -1308,7 +1276,7 @@ impl Engine {
                                 id: mid,
                             }));
                             if self.clients[ci].send.is_empty()
-                                && self.draining.contains_key(&(ci as u32))
+                                && self.draining.contains(ci, self.clients[ci].gen)
                             {
                                 self.close_drained();
                             }
@@ -1663,52 +1631,22 @@ impl Engine {
     pub fn set_timer(&mut self, after: Duration, every: Option<Duration>, token: u64) -> TimerId {
         let gen = self.next_gen();
         let at = self.after(after);
-        let index = self.timers.vacant_key();
-        let key = self.wheel.insert(at, index as u32 | APP_TIMER);
         // A period under one tick would fire every tick: at least one.
         let every = every.map(|d| d.max(self.cfg.tick));
-        self.timers.insert(AppTimer {
-            gen,
-            key,
-            token,
-            every,
-        });
-        TimerId {
-            index: index as u32,
-            gen,
-        }
+        self.timers.set(&mut self.wheel, gen, at, every, token)
     }
 
     /// Cancels an application timer; `false` if it is gone already (fired once, or
     /// cancelled).
     pub fn cancel_timer(&mut self, id: TimerId) -> bool {
-        let i = id.index as usize;
-        if self.timers.get(i).is_none_or(|t| t.gen != id.gen) {
-            return false;
-        }
-        let t = self.timers.remove(i);
-        self.wheel.cancel(t.key);
-        true
+        self.timers.cancel(&mut self.wheel, id)
     }
 
     fn on_app_timer(&mut self, i: usize, key: TimerKey) {
-        let Some(t) = self.timers.get(i).filter(|t| t.key == key) else {
-            return;
-        };
-        let id = TimerId {
-            index: i as u32,
-            gen: t.gen,
-        };
-        let (token, every) = (t.token, t.every);
-        self.events.push_back(Event::Timer { id, token });
-        match every {
-            Some(period) => {
-                let at = self.after(period);
-                self.timers[i].key = self.wheel.insert(at, i as u32 | APP_TIMER);
-            }
-            None => {
-                self.timers.remove(i);
-            }
+        let (clock, now) = (self.clock, self.now);
+        let after = |d: Duration| clock.deadline_after(now, d);
+        if let Some(event) = self.timers.fire(&mut self.wheel, i, key, after) {
+            self.events.push_back(event);
         }
     }
 
@@ -1826,7 +1764,7 @@ impl Engine {
         }
         self.client_event(ci, ClientState::Closed, Some(reason));
         self.clients.remove(ci);
-        self.draining.remove(&(ci as u32));
+        self.draining.remove(ci);
     }
 
     /// Reports a state of the client with the server it concerns (the current one).
