@@ -59,6 +59,7 @@ mod client;
 mod conn;
 mod event;
 mod handle;
+mod login;
 mod store;
 mod timers;
 
@@ -76,6 +77,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use client::{ClientRecord, Drains, ServerLists};
 use conn::{Conn, ConnState, Pool, Role, RX_CHUNK};
 use log::{debug, warn};
+use login::{Check, Logins};
 use slab::Slab;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -119,11 +121,8 @@ pub struct Engine {
     /// Session ids and client instances: unique across processes, so never from a seed a
     /// caller may repeat (see [`Engine::with_seed`]).
     ids: Rng,
-    hello_hook: Option<HelloHook>,
-    /// Logins wait for the application's verdict (`ServerEvent::Login`).
-    decide_logins: bool,
-    /// HELLOs waiting for a verdict, by connection slot (with the generation).
-    verdicts: hashbrown::HashMap<u32, (NonZeroU32, Box<Hello>)>,
+    /// How HELLOs are decided (checks, hook, verdicts of the application).
+    logins: Logins,
     shutting_down: bool,
     io: VecDeque<Io>,
     transmit: VecDeque<ConnId>,
@@ -186,9 +185,7 @@ impl Engine {
             next_gen: NonZeroU32::MIN,
             rng,
             ids,
-            hello_hook: None,
-            decide_logins: false,
-            verdicts: hashbrown::HashMap::new(),
+            logins: Logins::default(),
             shutting_down: false,
             io: VecDeque::new(),
             transmit: VecDeque::new(),
@@ -210,7 +207,7 @@ impl Engine {
     /// Installs the application's check of every HELLO (authentication, identity rules); a
     /// refusal is sent as REJECT with its reason.
     pub fn set_hello_hook(&mut self, hook: HelloHook) {
-        self.hello_hook = Some(hook);
+        self.logins.set_hook(hook);
     }
 
     /// Server side: with `true`, every valid HELLO (after the hook, if any) is handed to the
@@ -218,7 +215,7 @@ impl Engine {
     /// [`accept_login`](Self::accept_login) or [`reject_login`](Self::reject_login), so that
     /// credentials can be checked asynchronously. Default `false`: logins are accepted.
     pub fn decide_logins(&mut self, on: bool) {
-        self.decide_logins = on;
+        self.logins.decide(on);
     }
 
     /// Server side: accepts the login of `conn` (see [`ServerEvent::Login`]): WELCOME goes out and
@@ -252,10 +249,7 @@ impl Engine {
         if c.state != ConnState::AwaitVerdict {
             return Err(SendError::NotActive);
         }
-        match self.verdicts.remove(&conn.index) {
-            Some((gen, hello)) if gen == conn.gen => Ok(hello),
-            _ => Err(SendError::Gone),
-        }
+        self.logins.take(conn).ok_or(SendError::Gone)
     }
 
     /// Server side: session records kept (live sessions plus recently left ones).
@@ -1302,32 +1296,16 @@ impl Engine {
 
     fn on_hello(&mut self, index: usize, hello: Hello) {
         let conn = self.id_of(index);
-        if hello.version != PROTOCOL_VERSION {
-            return self.reject(
-                index,
-                Reason::new(Code::UNSUPPORTED_VERSION, "supported: 1"),
-            );
-        }
-        if hello.identity.is_empty() {
-            return self.reject(index, Reason::new(Code::INVALID_IDENTITY, "empty identity"));
-        }
-        if let Some(hook) = self.hello_hook.as_mut() {
-            if let Err(reason) = hook(&hello) {
-                return self.reject(index, reason);
+        match self.logins.check(conn, hello) {
+            Check::Reject(reason) => self.reject(index, reason),
+            Check::Ask(hello) => {
+                // The handshake deadline keeps running while the application decides.
+                self.conns[index].state = ConnState::AwaitVerdict;
+                self.events
+                    .push_back(Event::Server(ServerEvent::Login { conn, hello }));
             }
+            Check::Accept(hello) => self.log_in(index, hello),
         }
-        if self.decide_logins {
-            // The handshake deadline keeps running while the application decides.
-            self.conns[index].state = ConnState::AwaitVerdict;
-            let gen = conn.gen;
-            self.verdicts
-                .insert(index as u32, (gen, Box::new(hello.clone())));
-            let hello = Box::new(hello);
-            self.events
-                .push_back(Event::Server(ServerEvent::Login { conn, hello }));
-            return;
-        }
-        self.log_in(index, hello);
     }
 
     /// Logs a checked HELLO in: admission by the session store, WELCOME, the session.
@@ -1520,13 +1498,8 @@ impl Engine {
         let conn = self.id_of(index);
         let mut c = self.conns.remove(index);
         // A login still waiting for a verdict (the connection hung up, or timed out).
-        if !self.verdicts.is_empty()
-            && self
-                .verdicts
-                .get(&(index as u32))
-                .is_some_and(|(gen, _)| *gen == c.gen)
-        {
-            self.verdicts.remove(&(index as u32));
+        if self.logins.is_waiting() {
+            self.logins.forget(index as u32, c.gen);
         }
         c.idle.disarm(&mut self.wheel);
         if let Some(b) = c.bufs.take() {
