@@ -141,11 +141,30 @@ impl Chat {
                         self.deliver(app, from, push, now);
                     }
                     Some(Request::Users) => {
-                        let mut users: Vec<&str> =
-                            app.sessions().map(|(user, _)| user.as_str()).collect();
+                        let mut users: Vec<String> = app
+                            .sessions()
+                            .map(|(user, _)| user.as_str().to_string())
+                            .collect();
                         users.sort_unstable();
-                        let push = Bytes::from(Push::Users(users).encode());
+                        // One frame holds about 1,800 names: the rest are counted, not lost.
+                        let mut room = MAX_TEXT;
+                        let fit = users
+                            .iter()
+                            .take_while(|u| match room.checked_sub(u.len() + 1) {
+                                Some(left) => {
+                                    room = left;
+                                    true
+                                }
+                                None => false,
+                            })
+                            .count();
+                        let listed: Vec<&str> = users[..fit].iter().map(String::as_str).collect();
+                        let push = Bytes::from(Push::Users(listed).encode());
                         self.deliver(app, from, push, now);
+                        if fit < users.len() {
+                            let more = format!("{} more online, not listed", users.len() - fit);
+                            self.notice(app, from, &more, now);
+                        }
                     }
                     None => {
                         warn!("{from}: unintelligible request {text:?}");
