@@ -190,3 +190,20 @@ fn bad_arguments_are_refused_before_anything_starts() {
     ]);
     c.expect(|l| l.starts_with("connected to"));
 }
+
+/// A held message the server has to drop (beyond the hold's count) is reported to its
+/// sender by its text: acknowledged never means lost in silence.
+#[test]
+fn a_held_message_dropped_for_room_is_reported_to_its_sender() {
+    let addr = free_addr();
+    let _server = Proc::server(addr, &["--max-held", "2"]);
+    let mut alice = client("alice", &[addr]);
+    for i in 0..3 {
+        alice.send(&format!(":to dave m{i}"));
+    }
+    alice.expect(|l| l == "* not delivered to dave (too many are waiting for them): m0");
+    let mut dave = client("dave", &[addr]);
+    dave.expect(|l| l == "[alice -> you] m2");
+    assert_eq!(dave.count(|l| l.contains("m0")), 0);
+    assert_eq!(dave.count(|l| l == "[alice -> you] m1"), 1);
+}

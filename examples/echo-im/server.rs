@@ -188,6 +188,7 @@ impl Chat {
         let mut sent = 0;
         while let Some(h) = queue.pop_front() {
             if now.duration_since(h.at) > self.held_age {
+                tell_sender(app, user, &h.payload, "it waited too long");
                 continue;
             }
             if let Err(e) = app.send_message(conn, h.payload.clone()) {
@@ -225,18 +226,26 @@ impl Chat {
         }
         let online = session.is_some();
         let queue = self.held.entry(user.to_string()).or_default();
-        while queue
-            .front()
-            .is_some_and(|h| now.duration_since(h.at) > self.held_age)
-        {
-            queue.pop_front();
+        while let Some(h) = queue.pop_front() {
+            if now.duration_since(h.at) <= self.held_age {
+                queue.push_front(h);
+                break;
+            }
+            tell_sender(app, user, &h.payload, "it waited too long");
         }
         if queue.len() >= self.max_held {
-            queue.pop_front();
-            warn!(
-                "held messages for {user} over {}: dropped the oldest",
-                self.max_held
-            );
+            if let Some(h) = queue.pop_front() {
+                warn!(
+                    "held messages for {user} over {}: dropped the oldest",
+                    self.max_held
+                );
+                let why = if online {
+                    "they are not reading"
+                } else {
+                    "too many are waiting for them"
+                };
+                tell_sender(app, user, &h.payload, why);
+            }
         }
         queue.push_back(Held { at: now, payload });
         if online {
@@ -248,6 +257,20 @@ impl Chat {
 
     fn notice(&mut self, app: &mut App<'_>, user: &str, text: &str, now: Instant) {
         self.deliver(app, user, Bytes::from(Push::Notice(text).encode()), now);
+    }
+}
+
+/// A held message for `user` is dropped: its sender (if it was a user's message and they are
+/// online) is told, so that nothing acknowledged to them vanishes in silence.
+fn tell_sender(app: &mut App<'_>, user: &str, payload: &Bytes, why: &str) {
+    let text = std::str::from_utf8(payload).unwrap_or("");
+    if let Some(Push::Message { from, text, .. }) = Push::parse(text) {
+        if from != user {
+            let notice = Push::Notice(&format!("not delivered to {user} ({why}): {text}")).encode();
+            if let Err(e) = app.send_to(from, Bytes::from(notice)) {
+                info!("{from} not told of a message to {user} not delivered: {e}");
+            }
+        }
     }
 }
 
