@@ -34,8 +34,9 @@ impl Backoff {
         self.initial.saturating_mul(factor).min(self.max)
     }
 
-    /// A delay drawn uniformly from the window for retry number `failures`.
-    pub fn delay(&self, failures: u32, rng: &mut Rng) -> Duration {
+    /// A delay drawn uniformly from the window for retry number `failures` (the engine's
+    /// own draw; applications set the policy, not the generator).
+    pub(crate) fn delay(&self, failures: u32, rng: &mut Rng) -> Duration {
         let window = self.window(failures);
         // Microsecond granularity; windows above ~584,000 years saturate harmlessly.
         let micros = u64::try_from(window.as_micros()).unwrap_or(u64::MAX);

@@ -90,6 +90,8 @@ struct Shared {
 #[derive(Default)]
 struct Queue {
     cmds: VecDeque<Cmd>,
+    /// The thread in [`Reactor::run`], which must not wait for its own commands.
+    loop_thread: Option<std::thread::ThreadId>,
     /// The loop has stopped (`run` returned, or the reactor is gone): nothing queued now
     /// would ever run, so `push` refuses.
     closed: bool,
@@ -111,12 +113,24 @@ impl Handle {
     }
 
     /// Runs `f` on the loop thread, like [`run`](Self::run), and waits for what it returns.
-    /// Fails if the loop has stopped (or stops before running it). Must not be called from
-    /// the loop thread itself (from a handler), which would wait for itself.
+    /// Fails if the loop has stopped (or stops before running it), and, at once, if called
+    /// from the thread running [`Reactor::run`] (a handler), which would wait for itself:
+    /// a handler has the [`App`] already.
     pub fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut App<'_>) -> T + Send + 'static,
     ) -> io::Result<T> {
+        let on_loop = self
+            .shared
+            .queue
+            .lock()
+            .is_ok_and(|q| q.loop_thread == Some(std::thread::current().id()));
+        if on_loop {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "Handle::call from the loop's own thread would wait for itself",
+            ));
+        }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.run(move |app| {
             let _ = tx.send(f(app));
@@ -292,6 +306,9 @@ impl Reactor {
     /// with [`Engine::shutdown`] from the handler. After that, [`Handle`] calls fail, and
     /// commands that arrived while the loop was stopping have been run.
     pub fn run(&mut self, handler: &mut impl Handler) -> io::Result<()> {
+        if let Ok(mut q) = self.shared.queue.lock() {
+            q.loop_thread = Some(std::thread::current().id());
+        }
         let result = self.run_loop(handler);
         self.close_handles();
         result

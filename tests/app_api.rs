@@ -332,3 +332,29 @@ fn a_client_closes_once_everything_is_acknowledged() {
         matches!(e, Event::Client(ClientEvent::Failed { client, payload, .. }) if *client == eli.1 && payload == &b"never"[..])
     }));
 }
+
+/// A handler that waits on its own loop through `Handle::call` is told so at once instead
+/// of hanging.
+#[test]
+fn a_handle_call_from_the_loop_itself_fails_instead_of_hanging() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let mut reactor = Reactor::new(Config::default()).unwrap();
+        let handle = reactor.handle();
+        let mut answered = false;
+        let mut handler = |app: &mut App, e: Event| {
+            if let Event::Timer { .. } = e {
+                if !answered {
+                    answered = true;
+                    let _ = tx.send(handle.call(|app| app.connections()).is_err());
+                    app.shutdown();
+                }
+            }
+        };
+        reactor.engine().set_timer(MS, None, 0);
+        reactor.run(&mut handler).unwrap();
+    });
+    let refused = rx.recv_timeout(Duration::from_secs(10)).expect("no hang");
+    assert!(refused);
+    thread.join().unwrap();
+}

@@ -666,6 +666,7 @@ impl Engine {
 
     /// Drops the connections found past the outbound cap since the last call. Runs where
     /// no caller holds on to a connection: at the start of every `poll_*` output.
+    #[inline]
     fn settle(&mut self) {
         while let Some(id) = self.doomed.pop() {
             if self.conn(id).is_some_and(|c| c.state == ConnState::Doomed) {
@@ -677,9 +678,7 @@ impl Engine {
 
     /// The next socket operation for the driver.
     pub fn poll_io(&mut self) -> Option<Io> {
-        if !self.doomed.is_empty() {
-            self.settle();
-        }
+        self.settle();
         let io = self.io.pop_front();
         if io.is_none() {
             shrink_idle_queue(&mut self.io);
@@ -689,9 +688,7 @@ impl Engine {
 
     /// The next connection with bytes to write.
     pub fn poll_transmit(&mut self) -> Option<ConnId> {
-        if !self.doomed.is_empty() {
-            self.settle();
-        }
+        self.settle();
         while let Some(id) = self.transmit.pop_front() {
             if let Some(c) = self
                 .conns
@@ -717,9 +714,7 @@ impl Engine {
 
     /// The next application event.
     pub fn poll_event(&mut self) -> Option<Event> {
-        if !self.doomed.is_empty() {
-            self.settle();
-        }
+        self.settle();
         let event = self.events.pop_front();
         if event.is_none() {
             shrink_idle_queue(&mut self.events);
