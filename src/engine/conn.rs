@@ -4,9 +4,10 @@
 //! drains; what to do about the connection is decided by the engine.
 
 use crate::codec::{Decoder, Encoder};
-use crate::idle::IdleTracker;
+use crate::idle::{IdleConfig, IdleKind, IdleTracker};
 use crate::reliable::SendQueue;
 use crate::time::Tick;
+use crate::wheel::{TimerKey, Wheel};
 use bytes::BytesMut;
 use log::warn;
 use std::num::NonZeroU32;
@@ -170,5 +171,85 @@ impl Conn {
         }
         self.unframed = send.has_unframed();
         framed
+    }
+}
+
+/// What a connection's timer means for it, decided from its phase, its deadline and the
+/// idle periods that ended; the engine carries it out (a connection never closes itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Expiry {
+    /// Nothing to do: the timer was re-armed, or the connection is doomed already.
+    Nothing,
+    /// Client: the connect did not complete in time.
+    ConnectTimedOut,
+    /// Server: no HELLO, or no verdict on it, before the handshake deadline.
+    HandshakeTimedOut,
+    /// Client: no WELCOME before the handshake deadline.
+    NoWelcome,
+    /// Closing: the last frames could not be flushed within the linger time.
+    LingerOver,
+    /// Server: nothing read for the idle timeout.
+    ReadIdle,
+    /// Server: bytes waited, without one leaving, since the last write: the peer does not
+    /// read (it may still ping).
+    WriteStall,
+    /// Client: a second read-idle period in a row. The server is gone, whatever our writes
+    /// say (they only prove the bytes reached our kernel).
+    ServerSilent,
+    /// Client: a write-idle or first read-idle period: time to PING.
+    Ping,
+}
+
+impl Conn {
+    /// Runs the connection's timer `key` (which must be its own) at `tick` and says what
+    /// it means; `index` is the value its wheel entry carries.
+    pub(super) fn on_timer(
+        &mut self,
+        idle: &IdleConfig,
+        wheel: &mut Wheel,
+        key: TimerKey,
+        tick: Tick,
+        index: usize,
+    ) -> Expiry {
+        let due = self.deadline.filter(|d| d.is_at_or_before(tick));
+        let extra = if due.is_some() { None } else { self.deadline };
+        let events = self
+            .idle
+            .on_timer(idle, wheel, key, tick, index as u32, extra);
+        if self.state == ConnState::Doomed {
+            return Expiry::Nothing; // dropped at the next settling point
+        }
+        if due.is_some() {
+            self.deadline = None;
+            match self.state {
+                ConnState::Connecting => return Expiry::ConnectTimedOut,
+                ConnState::AwaitHello | ConnState::AwaitVerdict => {
+                    return Expiry::HandshakeTimedOut
+                }
+                ConnState::AwaitWelcome => return Expiry::NoWelcome,
+                ConnState::Closing => return Expiry::LingerOver,
+                ConnState::Active | ConnState::Doomed => {}
+            }
+        }
+        if events.is_empty() {
+            return Expiry::Nothing;
+        }
+        match self.role {
+            // Raw connections are not idle-tracked (their idle config is disabled).
+            Role::Raw => Expiry::Nothing,
+            Role::Server { .. } => {
+                if events.get(IdleKind::Read).is_some() {
+                    Expiry::ReadIdle
+                } else if events.get(IdleKind::Write).is_some() && self.queued() > 0 {
+                    Expiry::WriteStall
+                } else {
+                    Expiry::Nothing
+                }
+            }
+            Role::Client { .. } => match events.get(IdleKind::Read) {
+                Some(e) if !e.first => Expiry::ServerSilent,
+                _ => Expiry::Ping,
+            },
+        }
     }
 }
