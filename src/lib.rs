@@ -106,6 +106,7 @@ pub mod config;
 pub mod engine;
 pub mod frame;
 mod growth;
+pub mod link;
 pub mod reactor;
 #[cfg(feature = "sim")]
 pub mod sim;

@@ -6,10 +6,11 @@
 //! active, a client that is not closed.
 
 use super::event::{ClientConfig, ClientInfo, SendError};
-use super::handle::{ClientId, ConnId, TimerId};
+use super::handle::{ClientId, ConnId, LinkId, TimerId};
 use super::Engine;
 use crate::config::{Config, ConfigError};
 use crate::frame::{Reason, Text};
+use crate::link::{LinkConfig, LinkState, Protocol};
 use bytes::Bytes;
 use std::time::{Duration, Instant};
 
@@ -140,6 +141,37 @@ impl<'a> App<'a> {
     /// Reconnects a backing-off client now; see [`Engine::retry_now`].
     pub fn retry_now(&mut self, id: ClientId) -> Result<bool, SendError> {
         self.engine.retry_now(id, self.now)
+    }
+
+    // -------------------------------------------------------------- links
+
+    /// Starts a link of the application's own protocol; see [`Engine::add_link`].
+    pub fn add_link(
+        &mut self,
+        cfg: LinkConfig,
+        protocol: Box<dyn Protocol>,
+    ) -> Result<LinkId, ConfigError> {
+        self.engine.add_link(cfg, protocol, self.now)
+    }
+
+    /// Runs `f` on the protocol of `link`, then sends what it queued; see
+    /// [`Engine::with_link`].
+    pub fn link<P: Protocol, R>(
+        &mut self,
+        link: LinkId,
+        f: impl FnOnce(&mut P) -> R,
+    ) -> Result<R, SendError> {
+        self.engine.with_link(link, f)
+    }
+
+    /// Where `link` stands; `None` once it is closed.
+    pub fn link_state(&self, link: LinkId) -> Option<LinkState> {
+        self.engine.link_state(link)
+    }
+
+    /// Stops `link` for good; see [`Engine::close_link`].
+    pub fn close_link(&mut self, link: LinkId) {
+        self.engine.close_link(link, self.now)
     }
 
     // -------------------------------------------------------------- both

@@ -91,6 +91,7 @@ impl Engine {
                 identity: None,
                 reason,
             })),
+            Role::Link { link } => self.link_lost(link as usize, conn, reason, lost),
             Role::Client { client, .. } => {
                 let ci = client as usize;
                 if self.clients[ci].conn == Some(conn) {
@@ -170,6 +171,11 @@ impl Engine {
                 let why = reason(Code::IDLE_TIMEOUT, "server silent for two ping intervals");
                 debug!("{}: {why}", self.id_of(index));
                 self.finish(index, why, Lost::Failed);
+            }
+            Expiry::Ping if matches!(self.conns[index].role, Role::Link { .. }) => {
+                if let Role::Link { link } = self.conns[index].role {
+                    self.link_write_idle(link as usize);
+                }
             }
             Expiry::Ping => {
                 // Microseconds since this engine's origin: the PONG's echo of it gives

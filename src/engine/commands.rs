@@ -215,6 +215,7 @@ impl Engine {
         for ci in clients {
             self.stop_client(ci, Reason::new(Code::SHUTTING_DOWN, "engine shutting down"));
         }
+        self.stop_links(&Reason::new(Code::SHUTTING_DOWN, "engine shutting down"));
         let servers: Vec<usize> = self
             .conns
             .iter()

@@ -40,6 +40,8 @@ pub(super) enum Role {
     },
     /// Accepted in raw mode: bytes in, bytes out, no frames and no session.
     Raw,
+    /// Outbound for the link at this index: the bytes are its protocol's.
+    Link { link: u32 },
 }
 
 /// A connection's receive buffer and decoder state (a partial frame) and its send buffer.
@@ -246,7 +248,7 @@ impl Conn {
                     Expiry::Nothing
                 }
             }
-            Role::Client { .. } => match events.get(IdleKind::Read) {
+            Role::Client { .. } | Role::Link { .. } => match events.get(IdleKind::Read) {
                 Some(e) if !e.first => Expiry::ServerSilent,
                 _ => Expiry::Ping,
             },

@@ -3,6 +3,7 @@
 
 use super::handle::{ClientId, ConnId, TimerId};
 use crate::frame::{Hello, Reason, Text};
+use crate::link::LinkEvent;
 use bytes::Bytes;
 use std::fmt;
 use std::net::SocketAddr;
@@ -33,6 +34,8 @@ pub enum Event {
     Server(ServerEvent),
     /// Something happened to a client.
     Client(ClientEvent),
+    /// Something happened to a link ([`Engine::add_link`](crate::engine::Engine::add_link)).
+    Link(LinkEvent),
     /// An application timer ([`Engine::set_timer`](crate::engine::Engine::set_timer)) is due.
     Timer {
         /// The timer (still valid if it repeats).

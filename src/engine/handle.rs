@@ -70,3 +70,17 @@ pub enum Io {
         conn: ConnId,
     },
 }
+
+/// Names a link of an engine: an outbound connection of the application's own protocol
+/// ([`Engine::add_link`](crate::engine::Engine::add_link)), which outlives its connections.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct LinkId {
+    pub(super) index: u32,
+    pub(super) gen: NonZeroU32,
+}
+
+impl fmt::Display for LinkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "l{}.{}", self.index, self.gen)
+    }
+}

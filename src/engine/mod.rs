@@ -83,6 +83,7 @@ mod conn;
 mod event;
 mod frames;
 mod handle;
+mod links;
 mod login;
 mod outbound;
 mod rx;
@@ -95,7 +96,7 @@ pub use event::{
     ClientConfig, ClientEvent, ClientInfo, ClientState, Event, FailCause, HelloHook, Retry,
     SendError, ServerEvent,
 };
-pub use handle::{ClientId, ConnId, Io, TimerId};
+pub use handle::{ClientId, ConnId, Io, LinkId, TimerId};
 
 use crate::rng::Rng;
 use crate::time::{Clock, Tick};
@@ -104,6 +105,7 @@ use bytes::{Buf, BytesMut};
 use client::{ClientRecord, Drains, ServerLists};
 use closing::Lost;
 use conn::{Conn, ConnState, Pool, Role};
+use links::LinkRecord;
 use log::warn;
 use login::Logins;
 use slab::Slab;
@@ -115,6 +117,8 @@ use timers::{AppTimers, APP_TIMER};
 
 /// Wheel values with this bit name a client record's backoff timer, not a connection.
 const CLIENT_TIMER: u32 = 1 << 31;
+/// Wheel values with this bit name a link's backoff timer.
+const LINK_TIMER: u32 = 1 << 29;
 /// Expirations handled per `handle_timeout` call, so one call stays short.
 const MAX_FIRED: usize = 4096;
 
@@ -133,6 +137,8 @@ pub struct Engine {
     client_idle: IdleConfig,
     conns: Slab<Conn>,
     clients: Slab<ClientRecord>,
+    /// Links of the application's own protocols.
+    links: Slab<LinkRecord>,
     /// The server side's session records.
     store: SessionStore,
     /// Application timers.
@@ -205,6 +211,7 @@ impl Engine {
             client_idle,
             conns: Slab::new(),
             clients: Slab::new(),
+            links: Slab::new(),
             timers: AppTimers::default(),
             doomed: Vec::new(),
             draining: Drains::default(),
@@ -312,6 +319,10 @@ impl Engine {
                 Some(t) => IdleConfig::from_ticks(Some(t.get()), Some(t.get()), None),
                 None => self.client_idle,
             },
+            (ConnState::Active, Role::Link { link }) => {
+                let t = self.links[link as usize].ping_ticks;
+                IdleConfig::from_ticks(Some(t), Some(t), None)
+            }
             _ => IdleConfig::DISABLED,
         }
     }
@@ -358,12 +369,14 @@ impl Engine {
             return;
         }
         let index = conn.index as usize;
-        let Role::Client { client, .. } = self.conns[index].role else {
-            return;
-        };
         if self.conns[index].state != ConnState::Connecting {
             return;
         }
+        let client = match self.conns[index].role {
+            Role::Client { client, .. } => client,
+            Role::Link { link } => return self.link_connected(index, link as usize),
+            _ => return,
+        };
         let ci = client as usize;
         let k = &mut self.clients[ci];
         k.state = ClientState::Handshaking;
@@ -413,6 +426,9 @@ impl Engine {
             return;
         }
         c.idle.record_read(self.tick);
+        if let Role::Link { link } = c.role {
+            return self.link_read(index, link as usize, bytes);
+        }
         if c.role == Role::Raw {
             // Raw bytes are handed over from the shared receive buffer as they are.
             self.fill_rx(bytes);
@@ -504,6 +520,8 @@ impl Engine {
                 self.on_client_timer((value & !CLIENT_TIMER) as usize, key);
             } else if value & APP_TIMER != 0 {
                 self.on_app_timer((value & !APP_TIMER) as usize, key);
+            } else if value & LINK_TIMER != 0 {
+                self.on_link_timer((value & !LINK_TIMER) as usize, key);
             } else {
                 self.on_conn_timer(value as usize, key);
             }

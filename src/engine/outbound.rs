@@ -107,6 +107,8 @@ impl Engine {
         let event = match self.conns[index].role {
             Role::Server { .. } => Event::Server(ServerEvent::Backpressure { conn, congested }),
             Role::Raw => Event::RawBackpressure { conn, congested },
+            // A link's protocol bounds what it queues itself.
+            Role::Link { .. } => return,
             Role::Client { client, .. } => match self.clients.get(client as usize) {
                 Some(k) => {
                     let client = ClientId {
