@@ -108,6 +108,8 @@ pub mod frame;
 mod growth;
 pub mod link;
 pub mod reactor;
+pub mod redis;
+pub mod resp;
 #[cfg(feature = "sim")]
 pub mod sim;
 

@@ -393,3 +393,76 @@ fn a_message_with_id_zero_is_a_protocol_violation() {
     assert_eq!(error_code(&frames), Some(Code::PROTOCOL_VIOLATION));
     assert!(messages(&w.sim, server).is_empty());
 }
+
+#[test]
+fn with_confirmations_a_message_is_acknowledged_only_once_the_application_confirms_it() {
+    let mut w = World::new(41, 1, default_config());
+    let server = w.servers[0];
+    w.sim.engine(server).confirm_messages(true);
+    let ann = w.client("ann", &[0]);
+    assert!(w.sim.run_until(SECOND, |s| active(s, ann)));
+    let id = w.send(ann, b"keep me");
+    // Handed over, but not acknowledged while the application has not confirmed it.
+    let handed = |s: &Sim| {
+        s.events(server).iter().find_map(|e| match e {
+            Event::Server(ServerEvent::Message {
+                identity,
+                instance,
+                id: i,
+                ..
+            }) if *i == id => Some((identity.clone(), *instance)),
+            _ => None,
+        })
+    };
+    assert!(w.sim.run_until(SECOND, |s| handed(s).is_some()));
+    let (identity, instance) = handed(&w.sim).unwrap();
+    w.sim.run_for(200 * MS);
+    assert!(
+        !acked(&mut w.sim, ann, id),
+        "acknowledged before the confirmation"
+    );
+
+    // The connection drops; the client resends on its next session, and the resend is
+    // neither handed over again nor acknowledged.
+    let conn = opened(&w.sim, server, "ann").unwrap();
+    let link = w.sim.link_of(server, conn).unwrap();
+    w.sim.reset(link);
+    assert!(w.sim.run_until(5 * SECOND, |s| {
+        active(s, ann)
+            && s.events(server)
+                .iter()
+                .filter(|e| matches!(e, Event::Server(ServerEvent::Opened { .. })))
+                .count()
+                == 2
+    }));
+    w.sim.run_for(200 * MS);
+    assert!(!acked(&mut w.sim, ann, id));
+    let handovers = w
+        .sim
+        .events(server)
+        .iter()
+        .filter(|e| matches!(e, Event::Server(ServerEvent::Message { .. })))
+        .count();
+    assert_eq!(handovers, 1, "a resend is not handed over again");
+
+    // The confirmation sends the ACK on the live session; a second one is refused.
+    let now = w.sim.now();
+    let _ = now;
+    assert_eq!(
+        w.sim
+            .engine(server)
+            .ack_message(identity.as_str(), instance, id),
+        Ok(())
+    );
+    assert!(w.sim.run_until(SECOND, |s| acked(s, ann, id)));
+    assert_eq!(
+        w.sim
+            .engine(server)
+            .ack_message(identity.as_str(), instance, id),
+        Err(SendError::NotActive)
+    );
+    assert_eq!(
+        w.sim.engine(server).ack_message("nobody", 1, 1),
+        Err(SendError::Gone)
+    );
+}

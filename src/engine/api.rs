@@ -61,6 +61,11 @@ impl<'a> App<'a> {
         self.engine.sessions()
     }
 
+    /// Confirms a received message so that its ACK goes out; see [`Engine::ack_message`].
+    pub fn ack_message(&mut self, identity: &str, instance: u64, id: u64) -> Result<(), SendError> {
+        self.engine.ack_message(identity, instance, id)
+    }
+
     /// Sends a reliable message to `identity`'s live session; see [`Engine::send_to`].
     pub fn send_to(&mut self, identity: &str, payload: Bytes) -> Result<u64, SendError> {
         self.engine.send_to(identity, payload)

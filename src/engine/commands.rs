@@ -9,7 +9,7 @@ use super::handle::{ClientId, ConnId, TimerId};
 use super::outbound::NotQueued;
 use super::Engine;
 use crate::config::{Config, ConfigError};
-use crate::frame::{Code, Hello, Reason, Text};
+use crate::frame::{Code, Frame, Hello, Reason, Text};
 use crate::reliable::Window;
 use crate::time::Tick;
 use bytes::Bytes;
@@ -58,6 +58,38 @@ impl Engine {
         self.set_now(now);
         self.take_verdict(conn)?;
         self.reject(conn.index as usize, reason);
+        Ok(())
+    }
+
+    /// Server side: with `true`, a MESSAGE from a client is acknowledged only once the
+    /// application confirms it with [`ack_message`](Self::ack_message), so that it can be
+    /// stored durably first (an acknowledged message must survive this process). Until
+    /// then the client keeps it and resends it on its next session; a resend is not handed
+    /// over again. Default `false`: messages are acknowledged as they are handed over.
+    pub fn confirm_messages(&mut self, on: bool) {
+        self.confirm = on;
+    }
+
+    /// Server side, with [`confirm_messages`](Self::confirm_messages) on: confirms message
+    /// `id` of `identity`'s `instance` (as [`ServerEvent::Message`](super::ServerEvent::Message)
+    /// named them); its ACK goes out on the instance's live session, if it has one (if not,
+    /// the client's resend is acknowledged at once). [`SendError::Gone`] if the record of
+    /// that instance is forgotten; [`SendError::NotActive`] if the message was not waiting
+    /// for a confirmation (confirmed already, or confirmations are off).
+    pub fn ack_message(&mut self, identity: &str, instance: u64, id: u64) -> Result<(), SendError> {
+        let r = self.store.find(identity, instance).ok_or(SendError::Gone)?;
+        let rec = self.store.get_mut(r);
+        if !rec.confirm(id) {
+            return Err(SendError::NotActive);
+        }
+        if let Some(conn) = rec.conn {
+            if self
+                .conn(conn)
+                .is_some_and(|c| c.state == ConnState::Active)
+            {
+                self.queue_frame(conn.index as usize, &Frame::Ack(id));
+            }
+        }
         Ok(())
     }
 

@@ -39,7 +39,7 @@ impl Engine {
                     let r = record.expect("an active server connection has a record");
                     let conn = self.id_of(index);
                     let rec = self.store.get_mut(r);
-                    if rec.recv.accept(id) {
+                    let ack_now = if rec.recv.accept(id) {
                         let (identity, instance) = (rec.identity.clone(), rec.instance);
                         self.events.push_back(Event::Server(ServerEvent::Message {
                             conn,
@@ -48,10 +48,17 @@ impl Engine {
                             id,
                             payload,
                         }));
+                        // With confirmations on, the ACK waits for the application's.
+                        !self.confirm || !rec.await_confirmation(id)
                     } else {
                         debug!("{conn}: duplicate message {id} suppressed");
+                        // A resend of a message still waiting for its confirmation is
+                        // acknowledged by that confirmation, not before.
+                        !rec.awaits(id)
+                    };
+                    if ack_now {
+                        self.queue_frame(index, &Frame::Ack(id));
                     }
-                    self.queue_frame(index, &Frame::Ack(id));
                 }
                 Frame::Ack(id) => {
                     let r = record.expect("an active server connection has a record");

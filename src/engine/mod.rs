@@ -157,6 +157,9 @@ pub struct Engine {
     /// How HELLOs are decided (checks, hook, verdicts of the application).
     logins: Logins,
     shutting_down: bool,
+    /// Whether the application confirms received messages before they are acknowledged
+    /// ([`Engine::confirm_messages`]).
+    confirm: bool,
     io: VecDeque<Io>,
     transmit: VecDeque<ConnId>,
     events: VecDeque<Event>,
@@ -221,6 +224,7 @@ impl Engine {
             ids,
             logins: Logins::default(),
             shutting_down: false,
+            confirm: false,
             io: VecDeque::new(),
             transmit: VecDeque::new(),
             events: VecDeque::new(),

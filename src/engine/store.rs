@@ -40,10 +40,52 @@ pub(super) struct Record {
     pub(super) conn: Option<ConnId>,
     pub(super) recv: RecvState,
     pub(super) send: SendQueue,
+    /// With confirmations on ([`Engine::confirm_messages`](super::Engine::confirm_messages)):
+    /// the ids handed to the application and not confirmed yet, oldest first. Boxed, and
+    /// only while there are some, so that an idle record stays small.
+    #[allow(clippy::box_collection)]
+    awaiting: Option<Box<Vec<u64>>>,
     /// 0 while a connection holds the record; otherwise the stamp of its entry in
     /// `SessionStore::left`.
     left_stamp: u64,
 }
+
+impl Record {
+    /// Notes that message `id` waits for the application's confirmation; `false` if too
+    /// many do already (it is then acknowledged at once, as without confirmations, so that
+    /// a client is never stuck on a window the application forgot).
+    pub(super) fn await_confirmation(&mut self, id: u64) -> bool {
+        let list = self.awaiting.get_or_insert_with(Box::default);
+        if list.len() >= MAX_AWAITING {
+            return false;
+        }
+        list.push(id);
+        true
+    }
+
+    /// Whether message `id` waits for the application's confirmation.
+    pub(super) fn awaits(&self, id: u64) -> bool {
+        self.awaiting.as_ref().is_some_and(|l| l.contains(&id))
+    }
+
+    /// Takes `id` off the list of messages waiting for a confirmation; whether it was on it.
+    pub(super) fn confirm(&mut self, id: u64) -> bool {
+        let Some(list) = self.awaiting.as_mut() else {
+            return false;
+        };
+        let Some(at) = list.iter().position(|&x| x == id) else {
+            return false;
+        };
+        list.remove(at);
+        if list.is_empty() {
+            self.awaiting = None;
+        }
+        true
+    }
+}
+
+/// Messages of one client instance waiting for the application's confirmation at most.
+const MAX_AWAITING: usize = 65_536;
 
 /// What a HELLO may do, as [`SessionStore::admit`] decides it.
 pub(super) enum Admit {
@@ -109,6 +151,18 @@ impl SessionStore {
         let records = &self.records;
         self.current
             .find(hash, |&r| records[r as usize].identity.as_str() == identity)
+            .copied()
+    }
+
+    /// The record of `identity`'s `instance`, if kept.
+    pub(super) fn find(&self, identity: &str, instance: u64) -> Option<u32> {
+        let hash = self.hasher.hash_one((identity, instance));
+        let records = &self.records;
+        self.by_instance
+            .find(hash, |&r| {
+                let rec = &records[r as usize];
+                rec.instance == instance && rec.identity.as_str() == identity
+            })
             .copied()
     }
 
@@ -203,6 +257,7 @@ impl SessionStore {
                     conn: None,
                     recv: RecvState::default(),
                     send: SendQueue::new(),
+                    awaiting: None,
                     left_stamp: 0,
                 }) as u32;
                 let (records, hasher) = (&self.records, &self.hasher);

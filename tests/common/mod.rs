@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod redis;
 
 use bytes::{Bytes, BytesMut};
 use liveline::codec::{Decoder, Encoder};
