@@ -10,6 +10,7 @@
 //! ```
 
 mod client;
+mod cluster;
 mod demo;
 mod proto;
 mod server;
@@ -121,6 +122,13 @@ struct ServerArgs {
     /// Connections one IP address may hold at once (0: no limit).
     #[arg(long, default_value_t = 0)]
     max_per_ip: u32,
+    /// Join a cluster through Redis: its servers, comma separated, HOST:PORT, tried in
+    /// order. Without it, this server stands alone.
+    #[arg(long, value_delimiter = ',')]
+    redis: Vec<String>,
+    /// This server's name in the cluster (default: its listen address).
+    #[arg(long)]
+    node: Option<String>,
 }
 
 #[derive(Args)]
@@ -156,9 +164,9 @@ fn init_log(flag: Option<LevelFilter>, default: LevelFilter) {
 }
 
 /// The first address `host:port` resolves to, or why it does not.
-fn resolve(server: &str) -> Result<SocketAddr, String> {
+fn resolve(flag: &str, server: &str) -> Result<SocketAddr, String> {
     use std::net::ToSocketAddrs;
-    let what = format!("--servers: {server:?}");
+    let what = format!("{flag}: {server:?}");
     match server.to_socket_addrs() {
         Ok(mut addrs) => addrs
             .next()
@@ -195,6 +203,13 @@ fn main() {
                 held_age: Duration::from_secs(a.held_secs),
                 token: a.token,
                 max_per_ip: (a.max_per_ip > 0).then_some(a.max_per_ip),
+                redis: a
+                    .redis
+                    .iter()
+                    .map(|s| resolve("--redis", s))
+                    .collect::<Result<Vec<_>, _>>()
+                    .unwrap_or_else(|e| refuse(&e)),
+                node: a.node.unwrap_or_else(|| a.listen.to_string()),
             })
         }
         Command::Client(a) => {
@@ -211,7 +226,7 @@ fn main() {
             let servers = a
                 .servers
                 .iter()
-                .map(|s| resolve(s))
+                .map(|s| resolve("--servers", s))
                 .collect::<Result<Vec<_>, _>>()
                 .unwrap_or_else(|e| refuse(&e));
             match client::run(client::ClientOptions {

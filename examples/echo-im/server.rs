@@ -1,11 +1,13 @@
 //! The chat server: sessions from liveline, users and held messages here.
 
+use crate::cluster::{Cluster, Here, Outcome};
 use crate::proto::{valid_name, Push, Request, MAX_TEXT, NAME_RULE};
 use bytes::Bytes;
 use hashbrown::HashMap;
 use liveline::config::Config;
 use liveline::engine::{App, Event, SendError, ServerEvent};
-use liveline::frame::{Code, Reason};
+use liveline::frame::{Code, Reason, Text};
+use liveline::link::{LinkConfig, LinkEvent, LinkState};
 use liveline::reactor::{ListenConfig, Reactor};
 use log::{debug, info, warn};
 use std::collections::VecDeque;
@@ -25,7 +27,14 @@ pub struct ServerOptions {
     pub token: Option<String>,
     /// Connections one IP address may hold at once.
     pub max_per_ip: Option<u32>,
+    /// Redis servers of the cluster (tried in order); none: this server stands alone.
+    pub redis: Vec<SocketAddr>,
+    /// This node's name in the cluster.
+    pub node: String,
 }
+
+/// The application timer of the cluster's once-a-second work.
+const CLUSTER_TICK: u64 = 1;
 
 struct Held {
     at: Instant,
@@ -39,6 +48,8 @@ struct Chat {
     held: HashMap<String, VecDeque<Held>>,
     max_held: usize,
     held_age: Duration,
+    /// With `--redis`: the part of the chat that lives in Redis.
+    cluster: Option<Cluster>,
 }
 
 impl Chat {
@@ -54,8 +65,14 @@ impl Chat {
                 let from = peer.map_or(String::new(), |p| format!(" from {p}"));
                 info!("online: {identity} ({conn}){from}");
                 self.flush_held(app, identity.as_str(), now);
+                if let Some(c) = self.cluster.as_mut() {
+                    c.on_login(app, identity.as_str());
+                }
             }
-            Event::Server(ServerEvent::Acked { identity, .. }) => {
+            Event::Server(ServerEvent::Acked { identity, id, .. }) => {
+                if let Some(c) = self.cluster.as_mut() {
+                    c.on_acked(app, identity.as_str(), id);
+                }
                 // Room in the window: what waits for this user may go now.
                 self.flush_held(app, identity.as_str(), now);
             }
@@ -63,8 +80,15 @@ impl Chat {
                 identity,
                 payload,
                 cause,
+                id,
                 ..
             }) => {
+                if let Some(c) = self.cluster.as_mut() {
+                    if c.on_failed(identity.as_str(), id) {
+                        // Still in the user's inbox: their next login gets it.
+                        return;
+                    }
+                }
                 // Never acknowledged by the instance it went to (another one logged in, or
                 // the record expired): the user gets it on their current session, or later.
                 info!("re-sending a message {identity} did not acknowledge ({cause})");
@@ -82,6 +106,11 @@ impl Chat {
                         _ => "offline",
                     };
                     info!("{how}: {name} ({conn}): {reason}");
+                    if app.session_of(name.as_str()).is_none() {
+                        if let Some(c) = self.cluster.as_mut() {
+                            c.on_logout(app, name.as_str());
+                        }
+                    }
                 }
                 None => info!("connection {conn} closed before login: {reason}"),
             },
@@ -92,89 +121,115 @@ impl Chat {
                 payload,
                 ..
             }) => {
-                let from = identity.as_str();
-                let text = std::str::from_utf8(&payload).unwrap_or("");
-                let origin = format!("{instance:x}:{id}");
-                if let Some(
-                    Request::Broadcast(t) | Request::Echo(t) | Request::Direct { text: t, .. },
-                ) = Request::parse(text)
-                {
-                    if t.len() > MAX_TEXT {
-                        let why =
-                            format!("not sent: {} bytes of text, at most {MAX_TEXT}", t.len());
-                        self.notice(app, from, &why, now);
-                        return;
-                    }
+                let ack = (identity.clone(), instance, id);
+                let taken = self.on_request(app, &identity, instance, id, &payload, now);
+                // With a cluster, MESSAGEs are confirmed by the application: at once, unless
+                // the cluster took it (it confirms once the message is stored).
+                if self.cluster.is_some() && !taken {
+                    let _ = app.ack_message(ack.0.as_str(), ack.1, ack.2);
                 }
-                match Request::parse(text) {
-                    Some(Request::Broadcast(t)) => {
-                        let push = message(&origin, from, "all", t);
-                        let others: Vec<String> = app
-                            .sessions()
-                            .map(|(user, _)| user.as_str())
-                            .filter(|&user| user != from)
-                            .map(String::from)
-                            .collect();
-                        if others.is_empty() {
-                            self.notice(app, from, "nobody else is online", now);
-                        }
-                        for user in others {
-                            self.deliver(app, &user, push.clone(), now);
-                        }
-                    }
-                    Some(Request::Direct { to, text }) => {
-                        let push = message(&origin, from, "to", text);
-                        if !valid_name(to) {
-                            let why = format!("invalid user name: {to} ({NAME_RULE})");
-                            self.notice(app, from, &why, now);
-                        } else {
-                            let online = app.session_of(to).is_some();
-                            self.deliver(app, to, push, now);
-                            if !online {
-                                let why = format!("held for {to} (offline)");
-                                self.notice(app, from, &why, now);
-                            }
-                        }
-                    }
-                    Some(Request::Echo(t)) => {
-                        let push = message(&origin, from, "echo", t);
-                        self.deliver(app, from, push, now);
-                    }
-                    Some(Request::Users) => {
-                        let mut users: Vec<String> = app
-                            .sessions()
-                            .map(|(user, _)| user.as_str().to_string())
-                            .collect();
-                        users.sort_unstable();
-                        // One frame holds about 1,800 names: the rest are counted, not lost.
-                        let mut room = MAX_TEXT;
-                        let fit = users
-                            .iter()
-                            .take_while(|u| match room.checked_sub(u.len() + 1) {
-                                Some(left) => {
-                                    room = left;
-                                    true
-                                }
-                                None => false,
-                            })
-                            .count();
-                        let listed: Vec<&str> = users[..fit].iter().map(String::as_str).collect();
-                        let push = Bytes::from(Push::Users(listed).encode());
-                        self.deliver(app, from, push, now);
-                        if fit < users.len() {
-                            let more = format!("{} more online, not listed", users.len() - fit);
-                            self.notice(app, from, &more, now);
-                        }
-                    }
-                    None => {
-                        warn!("{from}: unintelligible request {text:?}");
-                        let why = "unintelligible request (see docs/ECHO-IM.md)";
-                        self.notice(app, from, why, now);
-                    }
+            }
+            Event::Timer {
+                token: CLUSTER_TICK,
+                ..
+            } => {
+                if let Some(c) = self.cluster.as_mut() {
+                    c.on_tick(app);
                 }
+            }
+            Event::Link(LinkEvent::Readable { .. }) => {
+                if let Some(mut c) = self.cluster.take() {
+                    c.on_readable(app, self);
+                    self.cluster = Some(c);
+                }
+            }
+            Event::Link(LinkEvent::State {
+                state: LinkState::Backoff,
+                server,
+                reason,
+                ..
+            }) => {
+                let server = server.map_or(String::new(), |s| s.to_string());
+                let reason = reason.map_or(String::new(), |r| r.to_string());
+                debug!("redis {server}: {reason}");
             }
             _ => {}
         }
+    }
+
+    /// A request from `from`. Returns whether the cluster took the MESSAGE over (it then
+    /// confirms it once stored).
+    fn on_request(
+        &mut self,
+        app: &mut App<'_>,
+        identity: &Text,
+        instance: u64,
+        id: u64,
+        payload: &Bytes,
+        now: Instant,
+    ) -> bool {
+        let from = identity.as_str();
+        let text = std::str::from_utf8(payload).unwrap_or("");
+        let origin = format!("{instance:x}:{id}");
+        let ack = (identity.clone(), instance, id);
+        if let Some(Request::Broadcast(t) | Request::Echo(t) | Request::Direct { text: t, .. }) =
+            Request::parse(text)
+        {
+            if t.len() > MAX_TEXT {
+                let why = format!("not sent: {} bytes of text, at most {MAX_TEXT}", t.len());
+                self.notice(app, from, &why, now);
+                return false;
+            }
+        }
+        match Request::parse(text) {
+            Some(Request::Broadcast(t)) => {
+                let push = message(&origin, from, "all", t);
+                if let Some(c) = self.cluster.as_mut() {
+                    if c.broadcast(app, from, &push, ack) {
+                        return true;
+                    }
+                }
+                self.broadcast_here(app, from, push);
+                if app.sessions().all(|(user, _)| user.as_str() == from) {
+                    self.notice(app, from, "nobody else is online", now);
+                }
+            }
+            Some(Request::Direct { to, text }) => {
+                let push = message(&origin, from, "to", text);
+                if !valid_name(to) {
+                    let why = format!("invalid user name: {to} ({NAME_RULE})");
+                    self.notice(app, from, &why, now);
+                    return false;
+                }
+                if let Some(c) = self.cluster.as_mut() {
+                    if let Outcome::Taken = c.store(app, from, to, push.clone(), Some(ack)) {
+                        return true;
+                    }
+                }
+                let online = app.session_of(to).is_some();
+                self.deliver(app, to, push, now);
+                if !online {
+                    let why = format!("held for {to} (offline)");
+                    self.notice(app, from, &why, now);
+                }
+            }
+            Some(Request::Echo(t)) => {
+                let push = message(&origin, from, "echo", t);
+                self.deliver(app, from, push, now);
+            }
+            Some(Request::Users) => {
+                let asked = self.cluster.as_mut().is_some_and(|c| c.users(app, from));
+                if !asked {
+                    self.users_here(app, from);
+                }
+            }
+            None => {
+                warn!("{from}: unintelligible request {text:?}");
+                let why = "unintelligible request (see docs/ECHO-IM.md)";
+                self.notice(app, from, why, now);
+            }
+        }
+        false
     }
 
     /// Sends what is held for `user` while the session takes it, oldest first.
@@ -260,6 +315,61 @@ impl Chat {
     }
 }
 
+impl Here for Chat {
+    fn broadcast_here(&mut self, app: &mut App<'_>, from: &str, push: Bytes) {
+        let now = app.now();
+        let others: Vec<String> = app
+            .sessions()
+            .map(|(user, _)| user.as_str())
+            .filter(|&user| user != from)
+            .map(String::from)
+            .collect();
+        for user in others {
+            self.deliver(app, &user, push.clone(), now);
+        }
+    }
+
+    fn users_here(&mut self, app: &mut App<'_>, asker: &str) {
+        let users: Vec<String> = app
+            .sessions()
+            .map(|(user, _)| user.as_str().to_string())
+            .collect();
+        self.send_users(app, asker, users);
+    }
+
+    fn send_users(&mut self, app: &mut App<'_>, asker: &str, mut users: Vec<String>) {
+        let now = app.now();
+        users.sort_unstable();
+        // One frame holds about 1,800 names: the rest are counted, not lost.
+        let mut room = MAX_TEXT;
+        let fit = users
+            .iter()
+            .take_while(|u| match room.checked_sub(u.len() + 1) {
+                Some(left) => {
+                    room = left;
+                    true
+                }
+                None => false,
+            })
+            .count();
+        let listed: Vec<&str> = users[..fit].iter().map(String::as_str).collect();
+        let push = Bytes::from(Push::Users(listed).encode());
+        self.deliver(app, asker, push, now);
+        if fit < users.len() {
+            let more = format!("{} more online, not listed", users.len() - fit);
+            self.notice(app, asker, &more, now);
+        }
+    }
+}
+
+/// A notice for `user`'s session on this node, if it has one (a notice is never held).
+pub fn notice_to(app: &mut App<'_>, user: &str, text: &str) {
+    let notice = Bytes::from(Push::Notice(text).encode());
+    if let Err(e) = app.send_to(user, notice) {
+        info!("{user} not told {text:?}: {e}");
+    }
+}
+
 /// A held message for `user` is dropped: its sender (if it was a user's message and they are
 /// online) is told, so that nothing acknowledged to them vanishes in silence.
 fn tell_sender(app: &mut App<'_>, user: &str, payload: &Bytes, why: &str) {
@@ -320,9 +430,38 @@ pub fn run(opts: ServerOptions) -> std::io::Result<()> {
             let _ = handle.shutdown();
         }
     });
+    let cluster = if opts.redis.is_empty() {
+        None
+    } else {
+        // Acknowledge a MESSAGE only once it is stored in Redis.
+        reactor.engine().confirm_messages(true);
+        let mut cfg = LinkConfig::new(opts.redis.clone());
+        cfg.ping_interval = Duration::from_secs(1);
+        let now = reactor.now();
+        let link = reactor
+            .engine()
+            .add_link(cfg, Box::new(Cluster::redis()), now)
+            .map_err(|e| std::io::Error::other(format!("--redis: {e}")))?;
+        reactor.engine().set_timer(
+            Duration::from_secs(1),
+            Some(Duration::from_secs(1)),
+            CLUSTER_TICK,
+        );
+        info!(
+            "node {} joins the cluster on redis {:?}",
+            opts.node, opts.redis
+        );
+        Some(Cluster::new(
+            link,
+            opts.node.clone(),
+            opts.max_held,
+            opts.held_age,
+        ))
+    };
     let mut chat = Chat {
         max_held: opts.max_held,
         held_age: opts.held_age,
+        cluster,
         ..Chat::default()
     };
     let mut handler = |app: &mut App, event: Event| chat.on_event(app, event);

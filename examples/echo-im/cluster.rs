@@ -1,0 +1,787 @@
+//! The chat across servers, through Redis (`server --redis ADDR`).
+//!
+//! Nodes never talk to each other: they meet in Redis, through one link each
+//! (`liveline::redis`). Keys are tagged with the user (`{bob}:...`) so that a user's keys
+//! and channel share a Redis Cluster slot.
+//!
+//! ```text
+//!   {bob}:inbox          stream: the messages for bob not yet acknowledged by a device of
+//!                        his. The source of truth: a message is acknowledged to its sender
+//!                        once it is here, and deleted once bob's device acknowledged it.
+//!   {bob}:bell           sharded channel, subscribed by the node(s) where bob is logged in:
+//!                        "M <entry id> <payload>" for a new inbox entry,
+//!                        "L <fence> <node>" for a new login of bob somewhere
+//!   {bob}:seen:<origin>  a sender's message stored already (a resend is not stored twice)
+//!   {bob}:fence          counter: every login of bob takes the next number; the highest wins
+//!   presence:<node>      hash of the users logged in on <node>; expires unless refreshed
+//!   nodes                sorted set: node -> when its presence expires (ms)
+//!   all                  sharded channel of every node: broadcasts
+//! ```
+//!
+//! A message from alice to bob: one script stores it in bob's inbox and rings his bell
+//! (atomically); the reply acknowledges alice's MESSAGE. The node where bob is logged in
+//! hears the bell and sends the entry to bob; bob's ACK deletes it. A node that logs bob in
+//! replays his inbox first. A node that dies takes nothing with it: what bob did not
+//! acknowledge is still in his inbox, and what alice was not acknowledged she resends.
+
+use crate::proto::{Push, MAX_TEXT};
+use bytes::Bytes;
+use hashbrown::{HashMap, HashSet};
+use liveline::engine::{App, ConnId, LinkId};
+use liveline::frame::{Code, Reason, Text};
+use liveline::redis::{Bus, Redis, RedisError, RedisEvent, Reply};
+use log::{debug, info, warn};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Stores a message in an inbox unless stored already or the inbox is full, then rings
+/// the bell. KEYS: inbox, seen. ARGV: max entries, payload, seen ttl (ms), bell, sender.
+/// Returns {entry id or DUP or FULL, nodes that heard the bell}.
+const DELIVER: &str = "\
+if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[3]) then return {'DUP', 0} end
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then
+  redis.call('DEL', KEYS[2])
+  return {'FULL', 0}
+end
+local id = redis.call('XADD', KEYS[1], '*', 's', ARGV[5], 'm', ARGV[2])
+local heard = redis.call('SPUBLISH', ARGV[4], 'M ' .. id .. ' ' .. ARGV[2])
+return {id, heard}";
+
+/// A login: the user's next fence number, announced on the bell. KEYS: fence. ARGV: bell,
+/// node.
+const LOGIN: &str = "\
+local f = redis.call('INCR', KEYS[1])
+redis.call('SPUBLISH', ARGV[1], 'L ' .. f .. ' ' .. ARGV[2])
+return f";
+
+/// Keeps a node's presence alive for ARGV[2] ms more. KEYS: nodes. ARGV: node, ttl.
+const REFRESH: &str = "\
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', 'presence:' .. ARGV[1], ARGV[2])
+return now";
+
+/// The users of every node whose presence has not expired. KEYS: nodes.
+const USERS: &str = "\
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local out = {}
+for _, n in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  for _, u in ipairs(redis.call('HKEYS', 'presence:' .. n)) do out[#out + 1] = u end
+end
+return out";
+
+/// How long a node's presence lasts without a refresh (it refreshes every second).
+pub const PRESENCE_TTL: Duration = Duration::from_secs(5);
+/// How long a stored message's origin is remembered against resends.
+const SEEN_TTL_MS: &str = "600000";
+/// Redis unreachable for longer than this is logged (once per episode).
+const DOWN_LOG_AFTER: Duration = Duration::from_secs(5);
+
+/// What a request in flight was for.
+enum Pending {
+    /// A message stored for `to`; `ack` names the sender's MESSAGE to confirm once stored.
+    Store {
+        to: String,
+        payload: Bytes,
+        from: String,
+        ack: Option<(Text, u64, u64)>,
+    },
+    /// `user`'s inbox, read to replay it.
+    Replay { user: String },
+    /// `user`'s login fence.
+    Fence { user: String },
+    /// The cluster's users, for `asker`.
+    Users { asker: String },
+    /// A broadcast published; `ack` as for `Store`.
+    Broadcast { from: String, ack: (Text, u64, u64) },
+    /// Nothing to do with the reply (errors are logged).
+    Quiet(&'static str),
+}
+
+/// A user logged in on this node.
+#[derive(Default)]
+struct Local {
+    /// This login's fence, once Redis answered.
+    fence: Option<u64>,
+    /// The highest fence announced by another node meanwhile.
+    rival: u64,
+    /// Inbox entries sent to the session, by MESSAGE id, until acknowledged.
+    sent: HashMap<u64, Bytes>,
+    /// Entry ids sent (so that a bell for one in flight is not sent twice).
+    entries: HashSet<Bytes>,
+    /// The inbox is being read: bells are covered by that read.
+    replaying: bool,
+}
+
+/// The part of a node that lives in Redis.
+pub struct Cluster {
+    link: LinkId,
+    node: String,
+    max_held: usize,
+    held_age: Duration,
+    next_token: u64,
+    pending: HashMap<u64, Pending>,
+    locals: HashMap<String, Local>,
+    /// Since when Redis is unreachable, and whether that was logged.
+    down_since: Option<Instant>,
+    down_logged: bool,
+    /// Users told in this episode that messages wait for Redis.
+    told_waiting: HashSet<String>,
+}
+
+/// What the chat must do about a message a user sent, as the cluster decided.
+pub enum Outcome {
+    /// Taken: the cluster confirms the MESSAGE once stored.
+    Taken,
+    /// Not taken: the caller delivers it on this node (Redis is down and the recipient is
+    /// here) and confirms it.
+    Local,
+}
+
+impl Cluster {
+    pub fn new(link: LinkId, node: String, max_held: usize, held_age: Duration) -> Cluster {
+        Cluster {
+            link,
+            node,
+            max_held,
+            held_age,
+            next_token: 1,
+            pending: HashMap::new(),
+            locals: HashMap::new(),
+            down_since: Some(Instant::now()),
+            down_logged: false,
+            told_waiting: HashSet::new(),
+        }
+    }
+
+    /// The link's settings and the Redis protocol for this node.
+    pub fn redis() -> Redis {
+        let mut redis = Redis::default();
+        redis.subscribe(b"all");
+        redis
+    }
+
+    fn is_up(&self) -> bool {
+        self.down_since.is_none()
+    }
+
+    fn request(&mut self, app: &mut App<'_>, pending: Pending, args: &[&[u8]]) -> bool {
+        let token = self.next_token;
+        self.next_token += 1;
+        let sent = app.link(self.link, |r: &mut Redis| r.request(token, args));
+        match sent {
+            Ok(Ok(())) => {
+                self.pending.insert(token, pending);
+                true
+            }
+            Ok(Err(RedisError::Full)) | Err(_) => false,
+        }
+    }
+
+    fn bus(&self, app: &mut App<'_>, f: impl FnOnce(&mut Redis)) {
+        let _ = app.link(self.link, f);
+    }
+
+    // ------------------------------------------------------------ sessions
+
+    /// `user` logged in here: subscribe to their bell, take a fence, show them present,
+    /// and replay their inbox.
+    pub fn on_login(&mut self, app: &mut App<'_>, user: &str) {
+        let bell = bell(user);
+        self.bus(app, |r| r.subscribe(bell.as_bytes()));
+        self.locals.insert(user.to_string(), Local::default());
+        let fence = format!("{{{user}}}:fence");
+        let node = self.node.clone();
+        self.request(
+            app,
+            Pending::Fence {
+                user: user.to_string(),
+            },
+            &[
+                b"EVAL",
+                LOGIN.as_bytes(),
+                b"1",
+                fence.as_bytes(),
+                bell.as_bytes(),
+                node.as_bytes(),
+            ],
+        );
+        self.show_present(app, user);
+        self.replay(app, user);
+    }
+
+    /// `user` has no session here any more.
+    pub fn on_logout(&mut self, app: &mut App<'_>, user: &str) {
+        if self.locals.remove(user).is_none() {
+            return;
+        }
+        let bell = bell(user);
+        self.bus(app, |r| r.unsubscribe(bell.as_bytes()));
+        let key = format!("presence:{}", self.node);
+        self.request(
+            app,
+            Pending::Quiet("presence"),
+            &[b"HDEL", key.as_bytes(), user.as_bytes()],
+        );
+    }
+
+    fn show_present(&mut self, app: &mut App<'_>, user: &str) {
+        let key = format!("presence:{}", self.node);
+        self.request(
+            app,
+            Pending::Quiet("presence"),
+            &[b"HSET", key.as_bytes(), user.as_bytes(), b"1"],
+        );
+    }
+
+    /// Every second: keep this node's presence alive; log a long outage once.
+    pub fn on_tick(&mut self, app: &mut App<'_>) {
+        let ttl = PRESENCE_TTL.as_millis().to_string();
+        if self.is_up() {
+            let node = self.node.clone();
+            self.request(
+                app,
+                Pending::Quiet("refresh"),
+                &[
+                    b"EVAL",
+                    REFRESH.as_bytes(),
+                    b"1",
+                    b"nodes",
+                    node.as_bytes(),
+                    ttl.as_bytes(),
+                ],
+            );
+        } else if let Some(since) = self.down_since {
+            if !self.down_logged && since.elapsed() > DOWN_LOG_AFTER {
+                self.down_logged = true;
+                warn!(
+                    "redis unreachable for {} s: messages for users of other nodes wait \
+                     (unacknowledged, in their senders' clients); local delivery goes on",
+                    since.elapsed().as_secs()
+                );
+            }
+        }
+    }
+
+    /// Reads `user`'s inbox to send what waits there.
+    fn replay(&mut self, app: &mut App<'_>, user: &str) {
+        let Some(local) = self.locals.get_mut(user) else {
+            return;
+        };
+        local.replaying = true;
+        let inbox = inbox(user);
+        let count = self.max_held.to_string();
+        self.request(
+            app,
+            Pending::Replay {
+                user: user.to_string(),
+            },
+            &[
+                b"XRANGE",
+                inbox.as_bytes(),
+                b"-",
+                b"+",
+                b"COUNT",
+                count.as_bytes(),
+            ],
+        );
+    }
+
+    /// A message this node sent to `user` was acknowledged: delete its inbox entry.
+    /// Whether it was one of the cluster's.
+    pub fn on_acked(&mut self, app: &mut App<'_>, user: &str, id: u64) -> bool {
+        let Some(entry) = self.locals.get_mut(user).and_then(|l| l.sent.remove(&id)) else {
+            return false;
+        };
+        if let Some(l) = self.locals.get_mut(user) {
+            l.entries.remove(&entry);
+        }
+        let inbox = inbox(user);
+        self.request(
+            app,
+            Pending::Quiet("XDEL"),
+            &[b"XDEL", inbox.as_bytes(), &entry],
+        );
+        true
+    }
+
+    /// A message this node sent to `user` was not acknowledged (another device logged in,
+    /// or the session is gone for good): it stays in the inbox for the next login.
+    /// Whether it was one of the cluster's.
+    pub fn on_failed(&mut self, user: &str, id: u64) -> bool {
+        let Some(l) = self.locals.get_mut(user) else {
+            return false;
+        };
+        match l.sent.remove(&id) {
+            Some(entry) => {
+                l.entries.remove(&entry);
+                true
+            }
+            None => false,
+        }
+    }
+
+    // ------------------------------------------------------------ requests
+
+    /// `from` sent `payload` (a chat push) for `to`. `ack` names the MESSAGE to confirm
+    /// once it is stored.
+    pub fn store(
+        &mut self,
+        app: &mut App<'_>,
+        from: &str,
+        to: &str,
+        payload: Bytes,
+        ack: Option<(Text, u64, u64)>,
+    ) -> Outcome {
+        if !self.is_up() && app.session_of(to).is_some() {
+            return Outcome::Local;
+        }
+        let tag = origin_of(&payload, from);
+        let pending = Pending::Store {
+            to: to.to_string(),
+            payload: payload.clone(),
+            from: from.to_string(),
+            ack: ack.clone(),
+        };
+        let taken = self.deliver(app, pending, to, &tag, &payload, from);
+        if !taken {
+            // More waits for Redis than the link holds: refused, and said so.
+            self.confirm(app, ack.as_ref());
+            let why = format!("not delivered to {to} (the cluster is unreachable)");
+            crate::server::notice_to(app, from, &why);
+            return Outcome::Taken;
+        }
+        if !self.is_up() && self.told_waiting.insert(from.to_string()) {
+            let why = "the cluster is unreachable: messages for users of other servers \
+                       wait until it is back";
+            crate::server::notice_to(app, from, why);
+        }
+        Outcome::Taken
+    }
+
+    /// A broadcast from `from`: published to every node (not stored: it is for the users
+    /// online now). Returns `false` if Redis is down (the caller sends it on this node).
+    pub fn broadcast(
+        &mut self,
+        app: &mut App<'_>,
+        from: &str,
+        payload: &Bytes,
+        ack: (Text, u64, u64),
+    ) -> bool {
+        if !self.is_up() {
+            return false;
+        }
+        let mut body = Vec::with_capacity(from.len() + 1 + payload.len());
+        body.extend_from_slice(from.as_bytes());
+        body.push(b' ');
+        body.extend_from_slice(payload);
+        let pending = Pending::Broadcast {
+            from: from.to_string(),
+            ack,
+        };
+        self.request(app, pending, &[b"SPUBLISH", b"all", &body])
+    }
+
+    /// `asker` wants the cluster's users. Returns `false` if Redis is down (the caller
+    /// answers with this node's).
+    pub fn users(&mut self, app: &mut App<'_>, asker: &str) -> bool {
+        if !self.is_up() {
+            return false;
+        }
+        let pending = Pending::Users {
+            asker: asker.to_string(),
+        };
+        self.request(app, pending, &[b"EVAL", USERS.as_bytes(), b"1", b"nodes"])
+    }
+
+    fn confirm(&mut self, app: &mut App<'_>, ack: Option<&(Text, u64, u64)>) {
+        if let Some((identity, instance, id)) = ack {
+            if let Err(e) = app.ack_message(identity.as_str(), *instance, *id) {
+                debug!("{identity}: message {id} not confirmed: {e}");
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ from Redis
+
+    /// Takes what the Redis link has for us.
+    pub fn on_readable(&mut self, app: &mut App<'_>, chat: &mut dyn Here) {
+        loop {
+            let event = app.link(self.link, |r: &mut Redis| r.poll_event());
+            let Ok(Some(event)) = event else { return };
+            self.on_redis(app, chat, event);
+        }
+    }
+
+    fn on_redis(&mut self, app: &mut App<'_>, chat: &mut dyn Here, event: RedisEvent) {
+        match event {
+            RedisEvent::Up { server } => {
+                match self.down_since.take() {
+                    Some(since) if self.down_logged => {
+                        info!(
+                            "redis {server} is back after {} s",
+                            since.elapsed().as_secs()
+                        )
+                    }
+                    _ => info!("cluster: connected to redis {server} as node {}", self.node),
+                }
+                self.down_logged = false;
+                self.told_waiting.clear();
+                // Redis may have restarted without our presence: show it again, and send
+                // what waits for our users (what rang while we were away included).
+                let users: Vec<String> = self.locals.keys().cloned().collect();
+                for user in users {
+                    self.show_present(app, &user);
+                    self.replay(app, &user);
+                }
+                self.on_tick(app);
+            }
+            RedisEvent::Down { reason } => {
+                warn!("cluster: redis connection lost: {reason}");
+                self.down_since = Some(Instant::now());
+            }
+            RedisEvent::Failed { token, reason } => {
+                let Some(pending) = self.pending.remove(&token) else {
+                    return;
+                };
+                debug!("redis request lost with the connection ({reason}): retrying");
+                match pending {
+                    // Stored at most once (the seen key): safe to send again.
+                    Pending::Store {
+                        to,
+                        payload,
+                        from,
+                        ack,
+                    } => {
+                        self.store(app, &from, &to, payload, ack);
+                    }
+                    // Replays run again when Redis is back (see Up).
+                    Pending::Replay { user } | Pending::Fence { user } => {
+                        if let Some(l) = self.locals.get_mut(&user) {
+                            l.replaying = false;
+                        }
+                    }
+                    Pending::Users { asker } => chat.users_here(app, &asker),
+                    Pending::Broadcast { from, ack } => {
+                        let why = "broadcast not sent (the cluster is unreachable)";
+                        crate::server::notice_to(app, &from, why);
+                        self.confirm(app, Some(&ack));
+                    }
+                    Pending::Quiet(_) => {}
+                }
+            }
+            RedisEvent::Reply { token, reply } => {
+                if let Some(pending) = self.pending.remove(&token) {
+                    self.on_reply(app, chat, pending, reply);
+                }
+            }
+            RedisEvent::Message { channel, payload } => self.on_bell(app, chat, &channel, payload),
+        }
+    }
+
+    fn on_reply(&mut self, app: &mut App<'_>, chat: &mut dyn Here, pending: Pending, reply: Reply) {
+        if let Reply::Error(e) = &reply {
+            warn!("redis refused a request: {}", String::from_utf8_lossy(e));
+        }
+        match pending {
+            Pending::Store { to, from, ack, .. } => {
+                let items = reply.as_array().unwrap_or_default();
+                let what = items.first().and_then(Reply::as_bytes).map(|b| &b[..]);
+                let heard = items.get(1).and_then(Reply::as_int).unwrap_or(0);
+                match what {
+                    Some(b"FULL") => {
+                        let why = format!("not delivered to {to} (too many are waiting for them)");
+                        crate::server::notice_to(app, &from, &why);
+                    }
+                    Some(b"DUP") => {}
+                    Some(_) if heard == 0 && from != to => {
+                        let why = format!("held for {to} (offline)");
+                        crate::server::notice_to(app, &from, &why);
+                    }
+                    Some(_) => {}
+                    None => {
+                        let why = format!("not delivered to {to} (the cluster refused it)");
+                        crate::server::notice_to(app, &from, &why);
+                    }
+                }
+                self.confirm(app, ack.as_ref());
+            }
+            Pending::Replay { user } => self.on_inbox(app, &user, &reply),
+            Pending::Fence { user } => {
+                let Some(l) = self.locals.get_mut(&user) else {
+                    return;
+                };
+                let fence = reply.as_int().unwrap_or(0) as u64;
+                l.fence = Some(fence);
+                if l.rival > fence {
+                    kick(app, &user, "logged in on another server");
+                }
+            }
+            Pending::Users { asker } => {
+                let mut users: Vec<String> = reply
+                    .as_array()
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(Reply::as_bytes)
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .collect();
+                users.sort_unstable();
+                users.dedup();
+                chat.send_users(app, &asker, users);
+            }
+            Pending::Broadcast { from, ack } => {
+                let heard = reply.as_int().unwrap_or(0);
+                // Every node hears it, this one included: only users elsewhere make it
+                // heard by more than one node.
+                if heard <= 1 && app.sessions().all(|(u, _)| u.as_str() == from) {
+                    crate::server::notice_to(app, &from, "nobody else is online");
+                }
+                self.confirm(app, Some(&ack));
+            }
+            Pending::Quiet(what) => {
+                if let Reply::Error(e) = reply {
+                    debug!("{what}: {}", String::from_utf8_lossy(&e));
+                }
+            }
+        }
+    }
+
+    /// `user`'s inbox as read: send each entry (oldest first) that is not on its way yet;
+    /// entries past the hold's age are dropped and their senders told.
+    fn on_inbox(&mut self, app: &mut App<'_>, user: &str, reply: &Reply) {
+        let Some(l) = self.locals.get_mut(user) else {
+            return;
+        };
+        l.replaying = false;
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut sent = 0;
+        for entry in reply.as_array().unwrap_or_default() {
+            let Some([id, fields]) = entry.as_array().map(|a| [a.first(), a.get(1)]) else {
+                continue;
+            };
+            let (Some(id), Some(fields)) = (id.and_then(Reply::as_bytes), fields) else {
+                continue;
+            };
+            let fields = fields.as_array().unwrap_or_default();
+            let field = |name: &[u8]| {
+                fields
+                    .chunks(2)
+                    .find(|kv| kv[0].as_bytes().is_some_and(|k| &k[..] == name))
+                    .and_then(|kv| kv.get(1)?.as_bytes().cloned())
+            };
+            let (Some(payload), sender) = (field(b"m"), field(b"s")) else {
+                continue;
+            };
+            let stored_ms = entry_ms(id);
+            if now_ms.saturating_sub(stored_ms) > self.held_age.as_millis() as u64 {
+                self.drop_aged(app, user, id.clone(), &payload, sender);
+                continue;
+            }
+            if self.send_entry(app, user, id.clone(), payload) {
+                sent += 1;
+            }
+        }
+        if sent > 0 {
+            info!("delivering {sent} message(s) from {user}'s inbox");
+        }
+    }
+
+    fn drop_aged(
+        &mut self,
+        app: &mut App<'_>,
+        user: &str,
+        id: Bytes,
+        payload: &Bytes,
+        sender: Option<Bytes>,
+    ) {
+        let inbox = inbox(user);
+        self.request(
+            app,
+            Pending::Quiet("XDEL"),
+            &[b"XDEL", inbox.as_bytes(), &id],
+        );
+        let text = std::str::from_utf8(payload).unwrap_or("");
+        if let (Some(sender), Some(Push::Message { text, .. })) = (sender, Push::parse(text)) {
+            let sender = String::from_utf8_lossy(&sender).into_owned();
+            if sender != user {
+                let why = format!("not delivered to {user} (it waited too long): {text}");
+                let notice = Bytes::from(Push::Notice(&why).encode());
+                let tag = format!("aged:{user}:{}", String::from_utf8_lossy(&id));
+                self.store_tagged(app, &sender, notice, &tag);
+            }
+        }
+    }
+
+    /// A notice for `to`, stored like a message, with `tag` as its origin.
+    fn store_tagged(&mut self, app: &mut App<'_>, to: &str, payload: Bytes, tag: &str) {
+        self.deliver(app, Pending::Quiet("notice"), to, tag, &payload, "");
+    }
+
+    /// Runs the DELIVER script: `payload` from `from` into `to`'s inbox, once per `tag`.
+    fn deliver(
+        &mut self,
+        app: &mut App<'_>,
+        pending: Pending,
+        to: &str,
+        tag: &str,
+        payload: &[u8],
+        from: &str,
+    ) -> bool {
+        let seen = format!("{{{to}}}:seen:{tag}");
+        let (inbox, bell) = (inbox(to), bell(to));
+        let max = self.max_held.to_string();
+        let args: [&[u8]; 10] = [
+            b"EVAL",
+            DELIVER.as_bytes(),
+            b"2",
+            inbox.as_bytes(),
+            seen.as_bytes(),
+            max.as_bytes(),
+            payload,
+            SEEN_TTL_MS.as_bytes(),
+            bell.as_bytes(),
+            from.as_bytes(),
+        ];
+        self.request(app, pending, &args)
+    }
+
+    /// Sends inbox entry `id` to `user`'s session here, unless on its way already.
+    fn send_entry(&mut self, app: &mut App<'_>, user: &str, id: Bytes, payload: Bytes) -> bool {
+        let Some(l) = self.locals.get_mut(user) else {
+            return false;
+        };
+        if l.entries.contains(&id) {
+            return false;
+        }
+        match app.send_to(user, payload) {
+            Ok(mid) => {
+                l.sent.insert(mid, id.clone());
+                l.entries.insert(id);
+                true
+            }
+            Err(e) => {
+                // The window is full: it stays in the inbox, for the next login.
+                debug!("{user}: inbox entry waits: {e}");
+                false
+            }
+        }
+    }
+
+    /// A message on a channel we subscribed to.
+    fn on_bell(&mut self, app: &mut App<'_>, chat: &mut dyn Here, channel: &[u8], payload: Bytes) {
+        if channel == b"all" {
+            // "<from> <push>": to every user here but the sender.
+            let Some(space) = payload.iter().position(|&b| b == b' ') else {
+                return;
+            };
+            let from = String::from_utf8_lossy(&payload[..space]).into_owned();
+            chat.broadcast_here(app, &from, payload.slice(space + 1..));
+            return;
+        }
+        let Some(user) = user_of_bell(channel) else {
+            return;
+        };
+        let user = user.to_string();
+        match payload.first() {
+            Some(b'M') => {
+                // "M <entry id> <payload>"
+                let rest = payload.slice(2.min(payload.len())..);
+                let Some(space) = rest.iter().position(|&b| b == b' ') else {
+                    return;
+                };
+                let (id, body) = (rest.slice(..space), rest.slice(space + 1..));
+                if self.locals.get(&user).is_some_and(|l| !l.replaying) {
+                    self.send_entry(app, &user, id, body);
+                }
+            }
+            Some(b'L') => {
+                // "L <fence> <node>"
+                let text = String::from_utf8_lossy(&payload).into_owned();
+                let mut parts = text.split(' ').skip(1);
+                let fence: u64 = parts.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+                let node = parts.next().unwrap_or("");
+                if node == self.node {
+                    return;
+                }
+                let Some(l) = self.locals.get_mut(&user) else {
+                    return;
+                };
+                l.rival = l.rival.max(fence);
+                if l.fence.is_some_and(|own| fence > own) {
+                    kick(app, &user, "logged in on another server");
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What the cluster needs from the chat on this node.
+pub trait Here {
+    /// Sends a broadcast heard from the cluster to the users here, but its sender.
+    fn broadcast_here(&mut self, app: &mut App<'_>, from: &str, push: Bytes);
+    /// Answers `asker` with this node's users (Redis is unreachable).
+    fn users_here(&mut self, app: &mut App<'_>, asker: &str);
+    /// Answers `asker` with the users listed.
+    fn send_users(&mut self, app: &mut App<'_>, asker: &str, users: Vec<String>);
+}
+
+/// Closes `user`'s session here: a newer login elsewhere replaced it.
+fn kick(app: &mut App<'_>, user: &str, why: &str) {
+    if let Some(conn) = app.session_of(user) {
+        info!("kicked: {user}: {why}");
+        close(app, conn, why);
+    }
+}
+
+fn close(app: &mut App<'_>, conn: ConnId, why: &str) {
+    let reason = Reason {
+        code: Code::REPLACED,
+        text: Text::from(why.to_string()),
+    };
+    app.close(conn, reason);
+}
+
+fn inbox(user: &str) -> String {
+    format!("{{{user}}}:inbox")
+}
+
+fn bell(user: &str) -> String {
+    format!("{{{user}}}:bell")
+}
+
+/// The user of a bell channel `{user}:bell`.
+fn user_of_bell(channel: &[u8]) -> Option<&str> {
+    let s = std::str::from_utf8(channel).ok()?;
+    s.strip_prefix('{')?.strip_suffix("}:bell")
+}
+
+/// The origin of a chat message push (`M <origin> ...`), else the sender and a hash of the
+/// payload (a notice has none).
+fn origin_of(payload: &[u8], from: &str) -> String {
+    let text = std::str::from_utf8(payload).unwrap_or("");
+    match Push::parse(text) {
+        Some(Push::Message { origin, .. }) => format!("{from}:{origin}"),
+        _ => {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write(payload);
+            format!("{from}:n{:x}", h.finish())
+        }
+    }
+}
+
+/// The milliseconds of a stream entry id (`<ms>-<seq>`).
+fn entry_ms(id: &[u8]) -> u64 {
+    let ms = id.split(|&b| b == b'-').next().unwrap_or_default();
+    std::str::from_utf8(ms)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+const _: () = assert!(MAX_TEXT < 65_536);
