@@ -51,7 +51,9 @@ fn users_on_two_servers_reach_and_see_each_other() {
     assert_eq!(alice.count(|l| l.contains("offline")), 0);
 
     bob.send(":users");
-    bob.expect(|l| l == "online: alice, bob");
+    bob.expect(|l| l == "online: alice (A), bob (B)");
+    bob.send(":info");
+    bob.expect(|l| l == "node: B");
     bob.send("hi all");
     alice.expect(|l| l == "[bob] hi all");
     settle(&mut bob, "b1");

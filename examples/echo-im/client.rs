@@ -11,7 +11,7 @@ use liveline::reactor::{Handle, Reactor};
 use std::collections::VecDeque;
 use std::io::BufRead;
 use std::net::SocketAddr;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Prints a line to stdout; a closed stdout (the reader went away) is not worth a crash.
@@ -117,8 +117,10 @@ pub fn describe(event: &Event, dedup: &mut Dedup) -> Option<String> {
                         _ => format!("[{from}] {text}"),
                     })
                 }
-                Push::Users(users) => Some(format!("online: {}", users.join(", "))),
+                Push::Users(users) => Some(format!("online: {}", users_line(&users))),
                 Push::Notice(t) => Some(format!("* {t}")),
+                // Kept for :info, not a line of its own.
+                Push::Server(_) => None,
             }
         }
         Event::Client(ClientEvent::Failed { payload, .. }) => {
@@ -126,6 +128,19 @@ pub fn describe(event: &Event, dedup: &mut Dedup) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// `alice, bob` from a standalone server; `alice (A), bob (B)` from a cluster, whose
+/// entries are `<user>@<node>`.
+pub fn users_line(users: &[&str]) -> String {
+    let shown: Vec<String> = users
+        .iter()
+        .map(|u| match u.split_once('@') {
+            Some((user, node)) => format!("{user} ({node})"),
+            None => u.to_string(),
+        })
+        .collect();
+    shown.join(", ")
 }
 
 pub fn format_info(info: &ClientInfo) -> String {
@@ -237,7 +252,8 @@ pub fn parse_input(line: &str) -> Input<'_> {
 }
 
 /// Reads commands until `:q`, the end of input (Ctrl-D) or a signal, then quits gracefully.
-fn read_stdin(handle: Handle, client: ClientId, quit: mpsc::Sender<()>) {
+/// Reads typed lines and runs them; `node` is the server's name, for :info.
+fn read_stdin(handle: Handle, client: ClientId, quit: mpsc::Sender<()>, node: Arc<Mutex<String>>) {
     let mut stdin = std::io::stdin().lock();
     let mut buf = Vec::new();
     loop {
@@ -259,9 +275,16 @@ fn read_stdin(handle: Handle, client: ClientId, quit: mpsc::Sender<()>) {
             Input::Refuse(why) => say!("{why}"),
             Input::Help => say!("{HELP}"),
             Input::Info => {
+                let node = Arc::clone(&node);
                 let _ = handle.run(move |app| {
                     if let Some(info) = app.client_info(client) {
-                        say!("{}", format_info(&info));
+                        let node = node.lock().map_or(String::new(), |n| n.clone());
+                        let node = if node.is_empty() {
+                            "-".to_string()
+                        } else {
+                            node
+                        };
+                        say!("{}\nnode: {node}", format_info(&info));
                     }
                 });
             }
@@ -291,6 +314,8 @@ fn quit_gracefully(handle: &Handle, client: ClientId) {
 /// a connection that existed, one line when every server is down, final stops said once.
 struct Screen {
     dedup: Dedup,
+    /// The server's name, from its `S` push (shown by :info).
+    node: Arc<Mutex<String>>,
     servers: usize,
     connected: bool,
     failed: usize,
@@ -300,6 +325,15 @@ struct Screen {
 
 impl Screen {
     fn on_event(&mut self, app: &mut App<'_>, event: &Event) {
+        if let Event::Client(ClientEvent::Message { payload, .. }) = event {
+            if let Some(Push::Server(node)) =
+                std::str::from_utf8(payload).ok().and_then(Push::parse)
+            {
+                if let Ok(mut n) = self.node.lock() {
+                    *n = node.to_string();
+                }
+            }
+        }
         match event {
             Event::Client(ClientEvent::State {
                 state: ClientState::Active,
@@ -407,7 +441,9 @@ pub fn run(opts: ClientOptions) -> std::io::Result<i32> {
     let (quit_tx, quit_rx) = mpsc::channel();
     let stdin_handle = handle.clone();
     let stdin_quit = quit_tx.clone();
-    std::thread::spawn(move || read_stdin(stdin_handle, client, stdin_quit));
+    let node = Arc::new(Mutex::new(String::new()));
+    let stdin_node = Arc::clone(&node);
+    std::thread::spawn(move || read_stdin(stdin_handle, client, stdin_quit, stdin_node));
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
@@ -426,6 +462,7 @@ pub fn run(opts: ClientOptions) -> std::io::Result<i32> {
     });
     let mut screen = Screen {
         dedup: Dedup::new(10_000),
+        node: Arc::clone(&node),
         servers: opts.servers.len(),
         connected: false,
         failed: 0,

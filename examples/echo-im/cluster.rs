@@ -61,14 +61,14 @@ redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('PEXPIRE', 'presence:' .. ARGV[1], ARGV[2])
 return now";
 
-/// The users of every node whose presence has not expired. KEYS: nodes.
+/// The users of every node whose presence has not expired, as `<user>@<node>`. KEYS: nodes.
 const USERS: &str = "\
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local out = {}
 for _, n in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  for _, u in ipairs(redis.call('HKEYS', 'presence:' .. n)) do out[#out + 1] = u end
+  for _, u in ipairs(redis.call('HKEYS', 'presence:' .. n)) do out[#out + 1] = u .. '@' .. n end
 end
 return out";
 

@@ -126,7 +126,8 @@ struct ServerArgs {
     /// order. Without it, this server stands alone.
     #[arg(long, value_delimiter = ',')]
     redis: Vec<String>,
-    /// This server's name in the cluster (default: its listen address).
+    /// This server's name, shown to clients (:info, and :users in a cluster): 1-64
+    /// printable ASCII characters, no space or @ (default: its listen address).
     #[arg(long)]
     node: Option<String>,
 }
@@ -209,7 +210,19 @@ fn main() {
                     .map(|s| resolve("--redis", s))
                     .collect::<Result<Vec<_>, _>>()
                     .unwrap_or_else(|e| refuse(&e)),
-                node: a.node.unwrap_or_else(|| a.listen.to_string()),
+                node: a
+                    .node
+                    .map(|n| {
+                        let ok = (1..=64).contains(&n.len())
+                            && n.bytes().all(|b| b.is_ascii_graphic() && b != b'@');
+                        if !ok {
+                            refuse(&format!(
+                                "--node: {n:?}: 1-64 printable ASCII characters, no space or @"
+                            ));
+                        }
+                        n
+                    })
+                    .unwrap_or_else(|| a.listen.to_string()),
             })
         }
         Command::Client(a) => {

@@ -12,6 +12,7 @@
 //! server -> client   M <origin> <from> <kind> <text>   a message; kind: all | to | echo
 //!                    U <user>...                         who is online
 //!                    N <text>                            a notice from the server
+//!                    S <node>                            the server's name, after login
 //! ```
 //!
 //! `<origin>` is `<instance hex>:<id>` of the sender's MESSAGE: when a sender fails over
@@ -67,6 +68,7 @@ pub enum Push<'a> {
     },
     Users(Vec<&'a str>),
     Notice(&'a str),
+    Server(&'a str),
 }
 
 impl<'a> Push<'a> {
@@ -86,6 +88,7 @@ impl<'a> Push<'a> {
                 rest.split(' ').filter(|u| !u.is_empty()).collect(),
             )),
             "N" => Some(Push::Notice(rest)),
+            "S" => Some(Push::Server(rest)),
             _ => None,
         }
     }
@@ -100,6 +103,7 @@ impl<'a> Push<'a> {
             } => format!("M {origin} {from} {kind} {text}"),
             Push::Users(users) => format!("U {}", users.join(" ")),
             Push::Notice(t) => format!("N {t}"),
+            Push::Server(node) => format!("S {node}"),
         }
     }
 }

@@ -50,6 +50,8 @@ struct Chat {
     held_age: Duration,
     /// With `--redis`: the part of the chat that lives in Redis.
     cluster: Option<Cluster>,
+    /// This server's name (`--node`, else its listen address).
+    node: String,
 }
 
 impl Chat {
@@ -64,6 +66,8 @@ impl Chat {
             }) => {
                 let from = peer.map_or(String::new(), |p| format!(" from {p}"));
                 info!("online: {identity} ({conn}){from}");
+                // The server's name first, for the client's :info.
+                let _ = app.send_message(conn, Bytes::from(Push::Server(&self.node).encode()));
                 self.flush_held(app, identity.as_str(), now);
                 if let Some(c) = self.cluster.as_mut() {
                     c.on_login(app, identity.as_str());
@@ -462,6 +466,7 @@ pub fn run(opts: ServerOptions) -> std::io::Result<()> {
         max_held: opts.max_held,
         held_age: opts.held_age,
         cluster,
+        node: opts.node.clone(),
         ..Chat::default()
     };
     let mut handler = |app: &mut App, event: Event| chat.on_event(app, event);
