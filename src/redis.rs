@@ -23,7 +23,7 @@ use crate::link::Protocol;
 use crate::resp::{self, Kind, Limits, Value};
 use bytes::{Bytes, BytesMut};
 use hashbrown::HashSet;
-use log::{debug, warn};
+use log::debug;
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
@@ -427,7 +427,7 @@ impl Protocol for Redis {
             }
         }
         if was_ready {
-            warn!("redis: connection lost: {reason}");
+            debug!("redis: connection lost: {reason}");
             self.events.push_back(RedisEvent::Down {
                 reason: reason.clone(),
             });

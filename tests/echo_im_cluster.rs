@@ -144,3 +144,14 @@ fn with_redis_down_local_delivery_goes_on_and_remote_messages_wait_for_it() {
     assert_eq!(bob.count(|l| l == "[alice -> you] during the outage"), 1);
     assert_eq!(bob.count(|l| l == "[alice -> you] before"), 1);
 }
+
+#[test]
+fn the_cluster_demo_runs_by_itself_and_reports_exactly_once() {
+    // It starts its own redis-server from PATH, as a new user's would.
+    common::redis::redis_binary();
+    let mut demo = Proc::spawn(&["demo", "--cluster"]);
+    demo.expect(|l| l.contains("each delivered exactly once"));
+    demo.expect(|l| l.contains("the waiting message arrived"));
+    let status = demo.child.wait().unwrap();
+    assert!(status.success());
+}

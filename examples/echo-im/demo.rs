@@ -20,19 +20,19 @@ const IDLE: Duration = Duration::from_millis(1500);
 /// No step of the demo may take longer than this.
 const STEP_LIMIT: Duration = Duration::from_secs(10);
 
-struct Timeline {
-    start: Instant,
+pub(crate) struct Timeline {
+    pub(crate) start: Instant,
 }
 
 impl Timeline {
-    fn say(&self, who: &str, what: &str) {
+    pub(crate) fn say(&self, who: &str, what: &str) {
         let t = self.start.elapsed().as_secs_f64();
         println!("{t:7.3}s  {who:<9} {what}");
     }
 }
 
-struct ServerProc {
-    child: Child,
+pub(crate) struct ServerProc {
+    pub(crate) child: Child,
 }
 
 impl ServerProc {
@@ -41,8 +41,19 @@ impl ServerProc {
         addr: SocketAddr,
         timeline: &Arc<Timeline>,
     ) -> io::Result<ServerProc> {
+        ServerProc::start_with(name, addr, &[], timeline)
+    }
+
+    /// A server with `extra` flags.
+    pub(crate) fn start_with(
+        name: &'static str,
+        addr: SocketAddr,
+        extra: &[&str],
+        timeline: &Arc<Timeline>,
+    ) -> io::Result<ServerProc> {
         let mut child = Command::new(std::env::current_exe()?)
             .args(["server", "--listen", &addr.to_string()])
+            .args(extra)
             .args(["--ping-ms", &PING.as_millis().to_string()])
             .args(["--idle-ms", &IDLE.as_millis().to_string()])
             .args(["--handshake-ms", "2000", "--log", "info"])
@@ -67,7 +78,15 @@ impl ServerProc {
                 // "<time> [LEVEL] message": keep the message of the session lines.
                 let msg = line.split_once("] ").map_or(line.as_str(), |(_, m)| m);
                 let keep = [
-                    "online:", "offline:", "dropped:", "kicked:", "held", "signal",
+                    "online:",
+                    "offline:",
+                    "dropped:",
+                    "kicked:",
+                    "held",
+                    "signal",
+                    "delivering",
+                    "cluster:",
+                    "redis",
                 ];
                 if keep.iter().any(|k| msg.starts_with(k)) {
                     tl.say(&format!("server {name}"), msg);
@@ -89,17 +108,17 @@ impl Drop for ServerProc {
     }
 }
 
-fn free_port() -> io::Result<SocketAddr> {
+pub(crate) fn free_port() -> io::Result<SocketAddr> {
     TcpListener::bind("127.0.0.1:0")?.local_addr()
 }
 
-struct Demo {
-    reactor: Reactor,
-    timeline: Arc<Timeline>,
-    names: Vec<(ClientId, &'static str)>,
-    dedup: Vec<Dedup>,
+pub(crate) struct Demo {
+    pub(crate) reactor: Reactor,
+    pub(crate) timeline: Arc<Timeline>,
+    pub(crate) names: Vec<(ClientId, &'static str)>,
+    pub(crate) dedup: Vec<Dedup>,
     /// Lines each client printed, by client.
-    lines: Vec<Vec<String>>,
+    pub(crate) lines: Vec<Vec<String>>,
     /// Numbered messages bob received, duplicates included (before deduplication).
     raw_numbered: Vec<u32>,
     /// When clients reported a lost connection.
@@ -107,6 +126,19 @@ struct Demo {
 }
 
 impl Demo {
+    /// A demo with no client yet.
+    pub(crate) fn new(reactor: Reactor, timeline: Arc<Timeline>) -> Demo {
+        Demo {
+            reactor,
+            timeline,
+            names: Vec::new(),
+            dedup: Vec::new(),
+            lines: Vec::new(),
+            raw_numbered: Vec::new(),
+            losses: Vec::new(),
+        }
+    }
+
     fn name(&self, c: ClientId) -> &'static str {
         self.names
             .iter()
@@ -118,8 +150,39 @@ impl Demo {
         self.names.iter().position(|(id, _)| *id == c).unwrap_or(0)
     }
 
+    /// A new client `name` with `servers`; its index for `got` and `lines`.
+    pub(crate) fn add(&mut self, name: &'static str, servers: &[SocketAddr]) -> io::Result<usize> {
+        let now = Instant::now();
+        let id = self.reactor.engine().add_client(
+            ClientConfig {
+                identity: Text::from(name),
+                token: Bytes::new(),
+                servers: servers.to_vec(),
+                instance: None,
+            },
+            now,
+        )?;
+        self.names.push((id, name));
+        self.dedup.push(Dedup::new(10_000));
+        self.lines.push(Vec::new());
+        Ok(self.names.len() - 1)
+    }
+
+    /// Whether client `i` is active.
+    pub(crate) fn active(&mut self, i: usize) -> bool {
+        let id = self.names[i].0;
+        self.reactor
+            .engine()
+            .client_info(id)
+            .is_some_and(|info| info.state == ClientState::Active)
+    }
+
     /// Turns the loop until `done` holds; an error after the step limit.
-    fn until(&mut self, what: &str, mut done: impl FnMut(&mut Demo) -> bool) -> io::Result<()> {
+    pub(crate) fn until(
+        &mut self,
+        what: &str,
+        mut done: impl FnMut(&mut Demo) -> bool,
+    ) -> io::Result<()> {
         let deadline = Instant::now() + STEP_LIMIT;
         while !done(self) {
             if Instant::now() > deadline {
@@ -130,7 +193,7 @@ impl Demo {
         Ok(())
     }
 
-    fn turn(&mut self, wait: Duration) -> io::Result<()> {
+    pub(crate) fn turn(&mut self, wait: Duration) -> io::Result<()> {
         let mut events = Vec::new();
         let mut handler = |_: &mut App, e: Event| events.push(e);
         self.reactor.turn(&mut handler, Some(wait))?;
@@ -169,7 +232,7 @@ impl Demo {
         Ok(())
     }
 
-    fn send(&mut self, c: ClientId, request: Request) -> io::Result<()> {
+    pub(crate) fn send(&mut self, c: ClientId, request: Request) -> io::Result<()> {
         self.reactor
             .engine()
             .client_send_message(c, Bytes::from(request.encode()))
@@ -187,7 +250,7 @@ impl Demo {
         })
     }
 
-    fn got(&self, who: usize, needle: &str) -> bool {
+    pub(crate) fn got(&self, who: usize, needle: &str) -> bool {
         self.lines[who].iter().any(|l| l.contains(needle))
     }
 }
@@ -223,7 +286,7 @@ fn silent_client(addr: SocketAddr, name: &str) -> io::Result<(Duration, Vec<Fram
 }
 
 /// Sends `signal` (a `kill(1)` name such as `STOP` or `TERM`) to one of our own children.
-fn signal(child: &Child, signal: &str) {
+pub(crate) fn signal(child: &Child, signal: &str) {
     let _ = Command::new("kill")
         .args([&format!("-{signal}"), &child.id().to_string()])
         .status();

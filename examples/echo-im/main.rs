@@ -11,6 +11,7 @@
 
 mod client;
 mod cluster;
+mod cluster_demo;
 mod demo;
 mod proto;
 mod server;
@@ -38,7 +39,7 @@ enum Command {
     /// Run an interactive client (reads commands from stdin; :help lists them).
     Client(ClientArgs),
     /// Two servers, three clients, a kill -9 and a failover, narrated (the default).
-    Demo,
+    Demo(DemoArgs),
 }
 
 /// The server's timeouts, in milliseconds.
@@ -132,6 +133,13 @@ struct ServerArgs {
     node: Option<String>,
 }
 
+#[derive(Args, Default)]
+struct DemoArgs {
+    /// Run the cluster demo instead: a Redis (redis-server on PATH) and two gateways.
+    #[arg(long)]
+    cluster: bool,
+}
+
 #[derive(Args)]
 struct ClientArgs {
     /// Your user name: 1-32 of a-z A-Z 0-9 - _ . (checked before connecting).
@@ -193,7 +201,7 @@ fn refuse(why: &str) -> ! {
 
 fn main() {
     let cli = Cli::parse();
-    let result = match cli.command.unwrap_or(Command::Demo) {
+    let result = match cli.command.unwrap_or(Command::Demo(DemoArgs::default())) {
         Command::Server(a) => {
             init_log(cli.log, LevelFilter::Info);
             let engine = a.timing.config().unwrap_or_else(|e| refuse(&e));
@@ -252,7 +260,8 @@ fn main() {
                 Err(e) => Err(e),
             }
         }
-        Command::Demo => {
+        Command::Demo(DemoArgs { cluster: true }) => cluster_demo::run(),
+        Command::Demo(DemoArgs { cluster: false }) => {
             if std::env::args().len() <= 1 {
                 println!(
                     "echo-im: no command given: running the demo (echo-im --help lists the others)"
