@@ -90,7 +90,10 @@
 //! - [`codec`]: the incremental, bounded decoder and the encoder (usable on its own);
 //! - [`config`] and [`backoff`]: settings, checked when an engine is built;
 //! - [`engine`]: the sans-IO engine (sessions, reliable messages, reconnecting clients,
-//!   timers), its events and typed handles;
+//!   links, timers), its events and typed handles;
+//! - [`link`]: outbound connections of an application's own protocol, kept up by the
+//!   engine; [`resp`] and [`redis`]: a RESP3 codec and a Redis client on a link, with which
+//!   servers meet other servers (the `echo-im` example's cluster);
 //! - [`reactor`]: the driver over real sockets (mio), and with the `sim` feature, `sim`:
 //!   the driver over a simulated network on a virtual clock, for deterministic tests of
 //!   an application's failover and timing.
