@@ -165,6 +165,9 @@ pub trait Bus {
     fn is_up(&self) -> bool;
 }
 
+/// Buffers above this capacity are given back once empty.
+const SHRINK_ABOVE: usize = 64 * 1024;
+
 /// What a reply in flight answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Pending {
@@ -195,7 +198,8 @@ pub struct Redis {
     /// Replies expected, in order.
     inflight: VecDeque<Pending>,
     /// Sharded channels subscribed to, renewed on every reconnect.
-    channels: HashSet<Bytes>,
+    /// Boxed slices, not `Bytes`: half the size per entry, one per logged-in user.
+    channels: HashSet<Box<[u8]>>,
     events: VecDeque<RedisEvent>,
     limits: Limits,
     /// Requests issued while ready, for statistics.
@@ -235,7 +239,12 @@ impl Redis {
 
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<RedisEvent> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        // A burst of replies (a storm of logins) leaves a long queue behind: give it back.
+        if event.is_none() && self.events.capacity() > SHRINK_ABOVE / 64 {
+            self.events.shrink_to(64);
+        }
+        event
     }
 
     /// Whether requests reach Redis now.
@@ -359,7 +368,7 @@ fn violation(why: &str) -> Reason {
 
 impl Bus for Redis {
     fn subscribe(&mut self, channel: &[u8]) {
-        if self.channels.insert(Bytes::copy_from_slice(channel)) && self.phase == Phase::Ready {
+        if self.channels.insert(Box::from(channel)) && self.phase == Phase::Ready {
             // The confirmation is a push, not a reply: nothing to wait for.
             resp::encode_command(&mut self.out, &[b"SSUBSCRIBE", channel]);
         }
@@ -404,6 +413,9 @@ impl Protocol for Redis {
                 Err(e) => return Err(violation(&e.to_string())),
             }
         }
+        if self.inflight.is_empty() && self.inflight.capacity() > SHRINK_ABOVE / 64 {
+            self.inflight.shrink_to(64);
+        }
         Ok(self.events.len() > before)
     }
 
@@ -438,6 +450,14 @@ impl Protocol for Redis {
     fn poll_transmit(&mut self, out: &mut BytesMut) {
         out.extend_from_slice(&self.out);
         self.out.clear();
+        // A burst (every subscription renewed at once) leaves a large buffer behind: an
+        // idle link keeps a small one.
+        if self.out.capacity() > SHRINK_ABOVE {
+            self.out = BytesMut::new();
+        }
+        if self.inflight.is_empty() && self.inflight.capacity() > SHRINK_ABOVE / 64 {
+            self.inflight.shrink_to(64);
+        }
     }
 
     fn wants_write(&self) -> bool {

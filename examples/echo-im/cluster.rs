@@ -36,7 +36,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Stores a message in an inbox unless stored already or the inbox is full, then rings
 /// the bell. KEYS: inbox, seen. ARGV: max entries, payload, seen ttl (ms), bell, sender.
 /// Returns {entry id or DUP or FULL, nodes that heard the bell}.
-const DELIVER: &str = "\
+pub const DELIVER: &str = "\
 if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[3]) then return {'DUP', 0} end
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then
   redis.call('DEL', KEYS[2])
@@ -100,19 +100,45 @@ enum Pending {
     Quiet(&'static str),
 }
 
-/// A user logged in on this node.
+/// What is under way for a user logged in on this node. An idle user has none: who is
+/// logged in here is the engine's to know (`App::session_of`), so cluster state costs an
+/// idle connection nothing but its channel subscription.
 #[derive(Default)]
 struct Local {
-    /// This login's fence, once Redis answered.
-    fence: Option<u64>,
-    /// The highest fence announced by another node meanwhile.
+    /// The login's fence is not known yet.
+    fence_pending: bool,
+    /// The highest fence another node announced while this login's was pending.
     rival: u64,
-    /// Inbox entries sent to the session, by MESSAGE id, until acknowledged.
+    /// Inbox entries on their way to the session; `None` while there are none.
+    inflight: Option<Box<Inflight>>,
+    /// The inbox is being read: bells are covered by that read.
+    replaying: bool,
+}
+
+/// Inbox entries sent to a session and not acknowledged yet.
+#[derive(Default)]
+struct Inflight {
+    /// By MESSAGE id.
     sent: HashMap<u64, Bytes>,
     /// Entry ids sent (so that a bell for one in flight is not sent twice).
     entries: HashSet<Bytes>,
-    /// The inbox is being read: bells are covered by that read.
-    replaying: bool,
+}
+
+impl Local {
+    fn is_idle(&self) -> bool {
+        !self.fence_pending && !self.replaying && self.inflight.is_none()
+    }
+
+    /// Forgets MESSAGE `id`; its entry id, if it was one of the inbox's.
+    fn settle(&mut self, id: u64) -> Option<Bytes> {
+        let inflight = self.inflight.as_mut()?;
+        let entry = inflight.sent.remove(&id)?;
+        inflight.entries.remove(&entry);
+        if inflight.sent.is_empty() {
+            self.inflight = None;
+        }
+        Some(entry)
+    }
 }
 
 /// The part of a node that lives in Redis.
@@ -123,7 +149,8 @@ pub struct Cluster {
     held_age: Duration,
     next_token: u64,
     pending: HashMap<u64, Pending>,
-    locals: HashMap<String, Local>,
+    /// Users of this node with something under way (see [`Local`]).
+    locals: HashMap<Box<str>, Local>,
     /// Since when Redis is unreachable, and whether that was logged.
     down_since: Option<Instant>,
     down_logged: bool,
@@ -167,6 +194,16 @@ impl Cluster {
         self.down_since.is_none()
     }
 
+    /// Drops `user`'s entry once nothing is under way for them.
+    fn tidy(&mut self, user: &str) {
+        if self.locals.get(user).is_some_and(Local::is_idle) {
+            self.locals.remove(user);
+        }
+        if self.locals.is_empty() && self.locals.capacity() > 1024 {
+            self.locals.shrink_to(64);
+        }
+    }
+
     fn request(&mut self, app: &mut App<'_>, pending: Pending, args: &[&[u8]]) -> bool {
         let token = self.next_token;
         self.next_token += 1;
@@ -191,7 +228,13 @@ impl Cluster {
     pub fn on_login(&mut self, app: &mut App<'_>, user: &str) {
         let bell = bell(user);
         self.bus(app, |r| r.subscribe(bell.as_bytes()));
-        self.locals.insert(user.to_string(), Local::default());
+        self.locals.insert(
+            Box::from(user),
+            Local {
+                fence_pending: true,
+                ..Local::default()
+            },
+        );
         let fence = format!("{{{user}}}:fence");
         let node = self.node.clone();
         self.request(
@@ -214,9 +257,7 @@ impl Cluster {
 
     /// `user` has no session here any more.
     pub fn on_logout(&mut self, app: &mut App<'_>, user: &str) {
-        if self.locals.remove(user).is_none() {
-            return;
-        }
+        self.locals.remove(user);
         let bell = bell(user);
         self.bus(app, |r| r.unsubscribe(bell.as_bytes()));
         let key = format!("presence:{}", self.node);
@@ -267,10 +308,7 @@ impl Cluster {
 
     /// Reads `user`'s inbox to send what waits there.
     fn replay(&mut self, app: &mut App<'_>, user: &str) {
-        let Some(local) = self.locals.get_mut(user) else {
-            return;
-        };
-        local.replaying = true;
+        self.locals.entry(Box::from(user)).or_default().replaying = true;
         let inbox = inbox(user);
         let count = self.max_held.to_string();
         self.request(
@@ -292,12 +330,10 @@ impl Cluster {
     /// A message this node sent to `user` was acknowledged: delete its inbox entry.
     /// Whether it was one of the cluster's.
     pub fn on_acked(&mut self, app: &mut App<'_>, user: &str, id: u64) -> bool {
-        let Some(entry) = self.locals.get_mut(user).and_then(|l| l.sent.remove(&id)) else {
+        let Some(entry) = self.locals.get_mut(user).and_then(|l| l.settle(id)) else {
             return false;
         };
-        if let Some(l) = self.locals.get_mut(user) {
-            l.entries.remove(&entry);
-        }
+        self.tidy(user);
         let inbox = inbox(user);
         self.request(
             app,
@@ -311,16 +347,13 @@ impl Cluster {
     /// or the session is gone for good): it stays in the inbox for the next login.
     /// Whether it was one of the cluster's.
     pub fn on_failed(&mut self, user: &str, id: u64) -> bool {
-        let Some(l) = self.locals.get_mut(user) else {
-            return false;
-        };
-        match l.sent.remove(&id) {
-            Some(entry) => {
-                l.entries.remove(&entry);
-                true
-            }
-            None => false,
-        }
+        let settled = self
+            .locals
+            .get_mut(user)
+            .and_then(|l| l.settle(id))
+            .is_some();
+        self.tidy(user);
+        settled
     }
 
     // ------------------------------------------------------------ requests
@@ -431,7 +464,10 @@ impl Cluster {
                 self.told_waiting.clear();
                 // Redis may have restarted without our presence: show it again, and send
                 // what waits for our users (what rang while we were away included).
-                let users: Vec<String> = self.locals.keys().cloned().collect();
+                let users: Vec<String> = app
+                    .sessions()
+                    .map(|(u, _)| u.as_str().to_string())
+                    .collect();
                 for user in users {
                     self.show_present(app, &user);
                     self.replay(app, &user);
@@ -458,10 +494,19 @@ impl Cluster {
                         self.store(app, &from, &to, payload, ack);
                     }
                     // Replays run again when Redis is back (see Up).
-                    Pending::Replay { user } | Pending::Fence { user } => {
-                        if let Some(l) = self.locals.get_mut(&user) {
+                    // Replays run again when Redis is back (see Up). A login whose fence was
+                    // lost is not announced; any later login elsewhere still replaces it.
+                    Pending::Replay { user } => {
+                        if let Some(l) = self.locals.get_mut(user.as_str()) {
                             l.replaying = false;
                         }
+                        self.tidy(&user);
+                    }
+                    Pending::Fence { user } => {
+                        if let Some(l) = self.locals.get_mut(user.as_str()) {
+                            l.fence_pending = false;
+                        }
+                        self.tidy(&user);
                     }
                     Pending::Users { asker } => chat.users_here(app, &asker),
                     Pending::Broadcast { from, ack } => {
@@ -475,6 +520,10 @@ impl Cluster {
             RedisEvent::Reply { token, reply } => {
                 if let Some(pending) = self.pending.remove(&token) {
                     self.on_reply(app, chat, pending, reply);
+                }
+                // After a burst (a storm of logins), give the table's memory back.
+                if self.pending.is_empty() && self.pending.capacity() > 1024 {
+                    self.pending.shrink_to(64);
                 }
             }
             RedisEvent::Message { channel, payload } => self.on_bell(app, chat, &channel, payload),
@@ -510,14 +559,18 @@ impl Cluster {
             }
             Pending::Replay { user } => self.on_inbox(app, &user, &reply),
             Pending::Fence { user } => {
-                let Some(l) = self.locals.get_mut(&user) else {
+                let Some(l) = self.locals.get_mut(user.as_str()) else {
                     return;
                 };
                 let fence = reply.as_int().unwrap_or(0) as u64;
-                l.fence = Some(fence);
+                l.fence_pending = false;
+                // A rival announced before this reply with a higher fence logged in later.
+                // Announcements after it come from later logins (Redis answers and pushes
+                // on one connection in the order it ran them): they kick at once.
                 if l.rival > fence {
                     kick(app, &user, "logged in on another server");
                 }
+                self.tidy(&user);
             }
             Pending::Users { asker } => {
                 let mut users: Vec<String> = reply
@@ -551,10 +604,13 @@ impl Cluster {
     /// `user`'s inbox as read: send each entry (oldest first) that is not on its way yet;
     /// entries past the hold's age are dropped and their senders told.
     fn on_inbox(&mut self, app: &mut App<'_>, user: &str, reply: &Reply) {
-        let Some(l) = self.locals.get_mut(user) else {
+        if let Some(l) = self.locals.get_mut(user) {
+            l.replaying = false;
+        }
+        if app.session_of(user).is_none() {
+            self.tidy(user);
             return;
-        };
-        l.replaying = false;
+        }
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -585,6 +641,7 @@ impl Cluster {
                 sent += 1;
             }
         }
+        self.tidy(user);
         if sent > 0 {
             info!("delivering {sent} message(s) from {user}'s inbox");
         }
@@ -651,16 +708,18 @@ impl Cluster {
 
     /// Sends inbox entry `id` to `user`'s session here, unless on its way already.
     fn send_entry(&mut self, app: &mut App<'_>, user: &str, id: Bytes, payload: Bytes) -> bool {
-        let Some(l) = self.locals.get_mut(user) else {
+        if app.session_of(user).is_none() {
             return false;
-        };
-        if l.entries.contains(&id) {
+        }
+        let l = self.locals.entry(Box::from(user)).or_default();
+        if l.inflight.as_ref().is_some_and(|f| f.entries.contains(&id)) {
             return false;
         }
         match app.send_to(user, payload) {
             Ok(mid) => {
-                l.sent.insert(mid, id.clone());
-                l.entries.insert(id);
+                let inflight = l.inflight.get_or_insert_with(Box::default);
+                inflight.sent.insert(mid, id.clone());
+                inflight.entries.insert(id);
                 true
             }
             Err(e) => {
@@ -694,7 +753,8 @@ impl Cluster {
                     return;
                 };
                 let (id, body) = (rest.slice(..space), rest.slice(space + 1..));
-                if self.locals.get(&user).is_some_and(|l| !l.replaying) {
+                // While the inbox is read, that read covers it.
+                if !self.locals.get(user.as_str()).is_some_and(|l| l.replaying) {
                     self.send_entry(app, &user, id, body);
                 }
             }
@@ -707,12 +767,11 @@ impl Cluster {
                 if node == self.node {
                     return;
                 }
-                let Some(l) = self.locals.get_mut(&user) else {
-                    return;
-                };
-                l.rival = l.rival.max(fence);
-                if l.fence.is_some_and(|own| fence > own) {
-                    kick(app, &user, "logged in on another server");
+                match self.locals.get_mut(user.as_str()) {
+                    // Our login's fence is on its way: compare when it comes.
+                    Some(l) if l.fence_pending => l.rival = l.rival.max(fence),
+                    // Our fence came first: this login is later.
+                    _ => kick(app, &user, "logged in on another server"),
                 }
             }
             _ => {}

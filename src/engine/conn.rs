@@ -62,6 +62,8 @@ pub(super) const RX_CHUNK: usize = 64 * 1024;
 /// Buffer pairs kept for reuse: enough for a full batch of timers (each may queue a PING),
 /// within a byte budget so that a burst of large writes does not stay pinned.
 const POOL_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Buffer pairs larger than this are not kept.
+const POOL_PAIR_MAX: usize = 256 * 1024;
 
 /// Buffer pairs waiting for reuse, boxed because the same boxes move into connections
 /// (`Option<Box<Buffers>>`, one word while idle) and back, without copying their contents.
@@ -97,7 +99,10 @@ impl Pool {
     /// Keeps `b` (emptied) if the pool has room for it; otherwise frees it.
     pub(super) fn give(&mut self, mut b: Box<Buffers>) {
         let cap = b.capacity();
-        if self.free.len() < self.max && self.bytes + cap <= POOL_BYTES_MAX {
+        // A pair grown by a burst (a link renewing thousands of subscriptions at once) is
+        // freed, not pinned for reuse.
+        if cap <= POOL_PAIR_MAX && self.free.len() < self.max && self.bytes + cap <= POOL_BYTES_MAX
+        {
             // A closed connection's pair may still hold a partial frame or unsent bytes.
             b.inbuf.clear();
             b.out.clear();

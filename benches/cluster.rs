@@ -1,0 +1,448 @@
+//! echo-im's cluster on Redis, measured: one `redis-server` and two gateways (the echo-im
+//! server code, in this process, one loop thread each) on loopback, clients on a third
+//! loop thread. In one run:
+//!
+//! - cross-node latency, alice-on-A to bob-on-B, at a paced 10,000 messages/s: p50, p99;
+//! - cross-node messages/s at saturation, as a ratio to what `redis-benchmark` reaches, in
+//!   the same run, for the Redis commands each message costs (one EVAL of the deliver
+//!   script on A, one XDEL on B), pipelined;
+//! - heap allocations per cross-node message (the whole process: both gateways and every
+//!   client), against a message between two users of one standalone server;
+//! - extra heap per idle logged-in connection for cluster state: a standalone gateway and a
+//!   cluster gateway each log in the same number of idle users.
+//!
+//! Run: `cargo bench --bench cluster` (needs `redis-server` and `redis-benchmark` on PATH:
+//! `apt-get install redis-server`). Machines drift between runs; compare the ratios.
+
+#[path = "../examples/echo-im/cluster.rs"]
+#[allow(dead_code)]
+mod cluster;
+#[path = "support/counting.rs"]
+mod counting;
+#[path = "../examples/echo-im/proto.rs"]
+#[allow(dead_code)]
+mod proto;
+#[path = "../examples/echo-im/server.rs"]
+#[allow(dead_code)]
+mod server;
+
+use bytes::Bytes;
+use counting::{live, ALLOCS};
+use liveline::config::Config;
+use liveline::engine::{App, ClientConfig, ClientEvent, ClientId, ClientState, Event};
+use liveline::frame::Text;
+use liveline::reactor::{Handle, Reactor};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Sender/receiver pairs.
+const PAIRS: usize = 100;
+const RATE: u64 = 10_000;
+const PACED_FOR: Duration = Duration::from_secs(3);
+const SATURATED_FOR: Duration = Duration::from_secs(3);
+/// Messages each sender keeps unacknowledged at saturation.
+const WINDOW: usize = 32;
+const IDLE_USERS: usize = 2_000;
+
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn start_redis() -> Redis {
+    let port = free_addr().port();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .current_dir(std::env::temp_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server on PATH (apt-get install redis-server)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Redis { child, port }
+}
+
+/// A gateway on its own thread: the echo-im server, with or without Redis.
+fn gateway(node: &str, redis: Option<u16>) -> SocketAddr {
+    let listen = free_addr();
+    let opts = server::ServerOptions {
+        listen,
+        engine: Config::default(),
+        max_held: 1_000,
+        held_age: Duration::from_secs(300),
+        token: None,
+        max_per_ip: None,
+        redis: redis
+            .map(|p| vec![SocketAddr::from(([127, 0, 0, 1], p))])
+            .unwrap_or_default(),
+        node: node.to_string(),
+    };
+    std::thread::spawn(move || server::run(opts).expect("gateway runs"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(listen).is_err() {
+        assert!(Instant::now() < deadline, "gateway did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    listen
+}
+
+/// What the clients' loop reports.
+#[derive(Default)]
+struct Report {
+    /// Latencies of messages received, in microseconds.
+    latencies: Vec<u64>,
+    received: u64,
+}
+
+/// How the clients' loop sends.
+#[derive(Clone, Copy)]
+enum Load {
+    /// `RATE` messages per second, spread over the senders, for `PACED_FOR`.
+    Paced,
+    /// Each sender keeps `WINDOW` messages unacknowledged, for `SATURATED_FOR`.
+    Saturated,
+}
+
+struct Clients {
+    handle: Handle,
+    senders: Vec<ClientId>,
+    thread: std::thread::JoinHandle<Report>,
+}
+
+/// `PAIRS` senders on `from` (named s0..) and receivers on `to` (named r0..), on one loop.
+fn clients(from: SocketAddr, to: SocketAddr, load: Load, tag: &'static str) -> Clients {
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        // A 1 ms tick, so that the pacing timer sends 10 messages a millisecond, not 100
+        // every 10 ms.
+        let cfg = Config {
+            tick: Duration::from_millis(1),
+            ..Config::default()
+        };
+        let mut reactor = Reactor::new(cfg).unwrap();
+        let now = reactor.now();
+        let mut senders = Vec::new();
+        let mut receivers = Vec::new();
+        for i in 0..PAIRS {
+            let mut add = |name: String, server: SocketAddr| {
+                reactor
+                    .engine()
+                    .add_client(
+                        ClientConfig {
+                            identity: Text::from(name),
+                            token: Bytes::new(),
+                            servers: vec![server],
+                            instance: None,
+                        },
+                        now,
+                    )
+                    .unwrap()
+            };
+            senders.push(add(format!("{tag}s{i}"), from));
+            receivers.push(add(format!("{tag}r{i}"), to));
+        }
+        tx.send((reactor.handle(), senders.clone())).unwrap();
+        let base = Instant::now();
+        let mut report = Report::default();
+        let mut active = 0;
+        let mut started: Option<Instant> = None;
+        let mut next = 0usize;
+        let mut handler = |app: &mut App, event: Event| {
+            let send = |app: &mut App, i: usize| {
+                let us = base.elapsed().as_micros();
+                let text = format!("T {tag}r{i} {us:>12} ................................");
+                let _ = app
+                    .client(senders[i])
+                    .map(|mut c| c.send_message(Bytes::from(text)));
+            };
+            match event {
+                Event::Client(ClientEvent::State {
+                    state: ClientState::Active,
+                    ..
+                }) => {
+                    active += 1;
+                    if active == 2 * PAIRS {
+                        started = Some(Instant::now());
+                        match load {
+                            Load::Paced => {
+                                app.set_timer(
+                                    Duration::from_millis(1),
+                                    Some(Duration::from_millis(1)),
+                                    1,
+                                );
+                            }
+                            Load::Saturated => {
+                                for i in 0..PAIRS {
+                                    for _ in 0..WINDOW {
+                                        send(app, i);
+                                    }
+                                }
+                                app.set_timer(SATURATED_FOR, None, 2);
+                            }
+                        }
+                    }
+                }
+                Event::Timer { token: 1, .. } => {
+                    // RATE per second in 1 ms slices.
+                    let elapsed = started.map_or(Duration::ZERO, |s| s.elapsed());
+                    if elapsed > PACED_FOR {
+                        app.shutdown();
+                        return;
+                    }
+                    let due = (elapsed.as_micros() as u64 * RATE / 1_000_000) as usize;
+                    while next < due {
+                        send(app, next % PAIRS);
+                        next += 1;
+                    }
+                }
+                Event::Timer { token: 2, .. } => app.shutdown(),
+                Event::Client(ClientEvent::Acked { client, .. }) => {
+                    if let Load::Saturated = load {
+                        if let Some(i) = senders.iter().position(|&s| s == client) {
+                            send(app, i);
+                        }
+                    }
+                }
+                Event::Client(ClientEvent::Message { payload, .. }) => {
+                    let text = std::str::from_utf8(&payload).unwrap_or("");
+                    // "M <origin> <from> to <micros> ...."
+                    let sent: Option<u64> =
+                        text.split_whitespace().nth(4).and_then(|t| t.parse().ok());
+                    if let Some(sent) = sent {
+                        report.received += 1;
+                        let now = base.elapsed().as_micros() as u64;
+                        report.latencies.push(now.saturating_sub(sent));
+                    }
+                }
+                _ => {}
+            }
+        };
+        reactor.run(&mut handler).unwrap();
+        report
+    });
+    let (handle, senders) = rx.recv().unwrap();
+    Clients {
+        handle,
+        senders,
+        thread,
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Operations per second `redis-benchmark` reaches for `command`, pipelined 16 deep.
+fn redis_benchmark(port: u16, command: &[&str]) -> f64 {
+    let out = Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &port.to_string(),
+            "-n",
+            "200000",
+            "-c",
+            "8",
+            "-P",
+            "16",
+        ])
+        .args(["-r", "100", "-q", "--csv"])
+        .args(command)
+        .output()
+        .expect("redis-benchmark on PATH");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "<name>","<rps>","<avg>","<min>","<p50>","<p95>","<p99>","<max>": the name may hold
+    // commas (a script), the numbers do not.
+    text.lines()
+        .filter_map(|l| l.rsplit(',').nth(6))
+        .filter_map(|v| v.trim_matches('"').parse::<f64>().ok())
+        .next()
+        .unwrap_or(0.0)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` and the like
+    }
+    let redis = start_redis();
+    let a = gateway("A", Some(redis.port));
+    let b = gateway("B", Some(redis.port));
+    let solo = gateway("solo", None);
+    std::thread::sleep(Duration::from_millis(200));
+
+    // Paced: latency.
+    let c = clients(a, b, Load::Paced, "p");
+    let _ = c.senders.len();
+    let report = c.thread.join().unwrap();
+    let mut lat = report.latencies;
+    lat.sort_unstable();
+    let sent = (PACED_FOR.as_secs() * RATE) as usize;
+    println!(
+        "cross-node latency at {RATE} msg/s for {:?}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} of ~{sent} received)",
+        PACED_FOR,
+        percentile(&lat, 0.50) as f64 / 1e3,
+        percentile(&lat, 0.99) as f64 / 1e3,
+        lat.last().copied().unwrap_or(0) as f64 / 1e3,
+        lat.len()
+    );
+
+    // Saturated: throughput and allocations, cross-node then on one standalone server.
+    let mut rates = Vec::new();
+    for (name, from, to, tag) in [("cross-node", a, b, "x"), ("one server", solo, solo, "y")] {
+        let allocs = ALLOCS.load(Ordering::Relaxed);
+        let start = Instant::now();
+        let c = clients(from, to, Load::Saturated, tag);
+        let report = c.thread.join().unwrap();
+        let took = start.elapsed();
+        let allocs = ALLOCS.load(Ordering::Relaxed) - allocs;
+        let rate = report.received as f64 / SATURATED_FOR.as_secs_f64();
+        println!(
+            "{name}: {:.0} messages/s delivered at saturation ({} in {:?}); {:.1} heap allocations per message, whole process",
+            rate,
+            report.received,
+            took,
+            allocs as f64 / report.received.max(1) as f64
+        );
+        rates.push(rate);
+        let _ = c.handle;
+    }
+
+    let payload = "M 1a2b3c4d:17 xs1 to 123456789012 ................................";
+    let eval = redis_benchmark(
+        redis.port,
+        &[
+            "EVAL",
+            &deliver_script(),
+            "2",
+            "{u__rand_int__}:inbox",
+            "{u__rand_int__}:seen:__rand_int__",
+            "1000000000",
+            payload,
+            "600000",
+            "{u__rand_int__}:bell",
+            "xs1",
+        ],
+    );
+    let xdel = redis_benchmark(redis.port, &["XDEL", "{u__rand_int__}:inbox", "1-1"]);
+    let per_message = 1.0 / (1.0 / eval + 1.0 / xdel);
+    println!(
+        "redis-benchmark, same run: EVAL deliver {eval:.0}/s, XDEL {xdel:.0}/s: {per_message:.0} messages/s of Redis work; cross-node ratio {:.2}",
+        rates[0] / per_message
+    );
+
+    // Idle connections: heap per logged-in user, standalone against cluster. Two batches
+    // of users; the growth from the first to the second is per user, with what a gateway
+    // or the client loop pays once (pools, tables' first growth) out of it.
+    let mut per_user = Vec::new();
+    for (name, server, tag) in [("standalone", solo, "i"), ("cluster", a, "j")] {
+        let (tx, rx) = mpsc::channel::<()>();
+        let (go_tx, go_rx) = mpsc::channel::<bool>();
+        let t = std::thread::spawn(move || {
+            let mut reactor = Reactor::new(Config::default()).unwrap();
+            let mut added = 0;
+            let mut add = |reactor: &mut Reactor, n: usize| {
+                let now = reactor.now();
+                for _ in 0..n {
+                    reactor
+                        .engine()
+                        .add_client(
+                            ClientConfig {
+                                identity: Text::from(format!("{tag}{added:05}")),
+                                token: Bytes::new(),
+                                servers: vec![server],
+                                instance: None,
+                            },
+                            now,
+                        )
+                        .unwrap();
+                    added += 1;
+                }
+            };
+            add(&mut reactor, IDLE_USERS);
+            let mut target = IDLE_USERS;
+            let mut active = 0;
+            loop {
+                let mut handler = |_: &mut App, e: Event| {
+                    if let Event::Client(ClientEvent::State {
+                        state: ClientState::Active,
+                        ..
+                    }) = e
+                    {
+                        active += 1;
+                    }
+                };
+                reactor
+                    .turn(&mut handler, Some(Duration::from_millis(10)))
+                    .unwrap();
+                if active == target {
+                    tx.send(()).unwrap();
+                    // Keep serving (heartbeats) until told to add more or stop.
+                    loop {
+                        match go_rx.try_recv() {
+                            Ok(true) => {
+                                add(&mut reactor, IDLE_USERS);
+                                target += IDLE_USERS;
+                                break;
+                            }
+                            Ok(false) => return,
+                            Err(_) => {
+                                let mut idle = |_: &mut App, _: Event| {};
+                                reactor
+                                    .turn(&mut idle, Some(Duration::from_millis(10)))
+                                    .unwrap();
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        let settle = || std::thread::sleep(Duration::from_millis(1500));
+        rx.recv().unwrap();
+        settle();
+        let first = live();
+        go_tx.send(true).unwrap();
+        rx.recv().unwrap();
+        settle();
+        let grown = live() - first;
+        per_user.push(grown as f64 / IDLE_USERS as f64);
+        println!(
+            "{name}: heap grew {grown} bytes for {IDLE_USERS} more idle users ({:.0} B each, gateway and client sides)",
+            grown as f64 / IDLE_USERS as f64
+        );
+        go_tx.send(false).unwrap();
+        t.join().unwrap();
+    }
+    println!(
+        "cluster state per idle connection: {:.0} B",
+        per_user[1] - per_user[0]
+    );
+}
+
+/// The deliver script, as the gateways send it.
+fn deliver_script() -> String {
+    cluster::DELIVER.to_string()
+}
