@@ -8,8 +8,9 @@
 //!   script on A, one XDEL on B), pipelined;
 //! - heap allocations per cross-node message (the whole process: both gateways and every
 //!   client), against a message between two users of one standalone server;
-//! - extra heap per idle logged-in connection for cluster state: a standalone gateway and a
-//!   cluster gateway each log in the same number of idle users.
+//!
+//! The heap a node keeps per idle user for the cluster is counted exactly, without the
+//! noise of a whole process, by `cargo bench --bench memory`.
 //!
 //! Run: `cargo bench --bench cluster` (needs `redis-server` and `redis-benchmark` on PATH:
 //! `apt-get install redis-server`). Machines drift between runs; compare the ratios.
@@ -45,7 +46,6 @@ const PACED_FOR: Duration = Duration::from_secs(3);
 const SATURATED_FOR: Duration = Duration::from_secs(3);
 /// Messages each sender keeps unacknowledged at saturation.
 const WINDOW: usize = 32;
-const IDLE_USERS: usize = 2_000;
 
 struct Redis {
     child: Child,
@@ -353,92 +353,8 @@ fn main() {
         "redis-benchmark, same run: EVAL deliver {eval:.0}/s, XDEL {xdel:.0}/s: {per_message:.0} messages/s of Redis work; cross-node ratio {:.2}",
         rates[0] / per_message
     );
-
-    // Idle connections: heap per logged-in user, standalone against cluster. Two batches
-    // of users; the growth from the first to the second is per user, with what a gateway
-    // or the client loop pays once (pools, tables' first growth) out of it.
-    let mut per_user = Vec::new();
-    for (name, server, tag) in [("standalone", solo, "i"), ("cluster", a, "j")] {
-        let (tx, rx) = mpsc::channel::<()>();
-        let (go_tx, go_rx) = mpsc::channel::<bool>();
-        let t = std::thread::spawn(move || {
-            let mut reactor = Reactor::new(Config::default()).unwrap();
-            let mut added = 0;
-            let mut add = |reactor: &mut Reactor, n: usize| {
-                let now = reactor.now();
-                for _ in 0..n {
-                    reactor
-                        .engine()
-                        .add_client(
-                            ClientConfig {
-                                identity: Text::from(format!("{tag}{added:05}")),
-                                token: Bytes::new(),
-                                servers: vec![server],
-                                instance: None,
-                            },
-                            now,
-                        )
-                        .unwrap();
-                    added += 1;
-                }
-            };
-            add(&mut reactor, IDLE_USERS);
-            let mut target = IDLE_USERS;
-            let mut active = 0;
-            loop {
-                let mut handler = |_: &mut App, e: Event| {
-                    if let Event::Client(ClientEvent::State {
-                        state: ClientState::Active,
-                        ..
-                    }) = e
-                    {
-                        active += 1;
-                    }
-                };
-                reactor
-                    .turn(&mut handler, Some(Duration::from_millis(10)))
-                    .unwrap();
-                if active == target {
-                    tx.send(()).unwrap();
-                    // Keep serving (heartbeats) until told to add more or stop.
-                    loop {
-                        match go_rx.try_recv() {
-                            Ok(true) => {
-                                add(&mut reactor, IDLE_USERS);
-                                target += IDLE_USERS;
-                                break;
-                            }
-                            Ok(false) => return,
-                            Err(_) => {
-                                let mut idle = |_: &mut App, _: Event| {};
-                                reactor
-                                    .turn(&mut idle, Some(Duration::from_millis(10)))
-                                    .unwrap();
-                            }
-                        }
-                    }
-                }
-            }
-        });
-        let settle = || std::thread::sleep(Duration::from_millis(1500));
-        rx.recv().unwrap();
-        settle();
-        let first = live();
-        go_tx.send(true).unwrap();
-        rx.recv().unwrap();
-        settle();
-        let grown = live() - first;
-        per_user.push(grown as f64 / IDLE_USERS as f64);
-        println!(
-            "{name}: heap grew {grown} bytes for {IDLE_USERS} more idle users ({:.0} B each, gateway and client sides)",
-            grown as f64 / IDLE_USERS as f64
-        );
-        go_tx.send(false).unwrap();
-        t.join().unwrap();
-    }
     println!(
-        "cluster state per idle connection: {:.0} B",
-        per_user[1] - per_user[0]
+        "cluster state per idle user: see `cargo bench --bench memory` (counted exactly there)"
     );
 }
 

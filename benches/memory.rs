@@ -243,4 +243,26 @@ fn main() {
     println!(
         "heap allocations per message in steady state (1,000 pairs, send -> handed over + ACK -> DATA echo): {allocs:.3}"
     );
+    cluster_state(n);
+}
+
+/// What a cluster node (echo-im with `--redis`) keeps per idle logged-in user: nothing in
+/// the chat (it keeps entries only while something is under way for a user), and the
+/// user's channel in its Redis link's subscriptions, renewed on every reconnect. Counted
+/// here for `n` channels named as echo-im names them.
+fn cluster_state(n: usize) {
+    use liveline::redis::{Bus, Redis};
+    let names: Vec<String> = (0..n).map(|i| format!("{{user{i:06}}}:bell")).collect();
+    let before = live();
+    let mut redis = Redis::default();
+    for name in &names {
+        redis.subscribe(name.as_bytes());
+    }
+    let grown = live() - before;
+    println!(
+        "cluster state per idle user (a {}-byte channel name in the Redis link's subscriptions, {n} of them): {:.1} B",
+        names[0].len(),
+        grown as f64 / n as f64
+    );
+    drop(redis);
 }

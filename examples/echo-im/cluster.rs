@@ -522,8 +522,9 @@ impl Cluster {
                     self.on_reply(app, chat, pending, reply);
                 }
                 // After a burst (a storm of logins), give the table's memory back.
-                if self.pending.is_empty() && self.pending.capacity() > 1024 {
-                    self.pending.shrink_to(64);
+                let (len, cap) = (self.pending.len(), self.pending.capacity());
+                if cap > 1024 && len * 8 < cap {
+                    self.pending.shrink_to(len.max(64));
                 }
             }
             RedisEvent::Message { channel, payload } => self.on_bell(app, chat, &channel, payload),
