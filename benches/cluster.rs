@@ -28,7 +28,7 @@ mod proto;
 mod server;
 
 use bytes::Bytes;
-use counting::{live, ALLOCS};
+use counting::ALLOCS;
 use liveline::config::Config;
 use liveline::engine::{App, ClientConfig, ClientEvent, ClientId, ClientState, Event};
 use liveline::frame::Text;
