@@ -22,7 +22,7 @@
 //! ```
 
 use crate::backoff::Backoff;
-use crate::engine::LinkId;
+use crate::engine::{LinkId, Retry};
 use crate::frame::Reason;
 use bytes::BytesMut;
 use std::any::Any;
@@ -118,8 +118,9 @@ pub enum LinkEvent {
         server: Option<SocketAddr>,
         /// Why it was lost, for `Backoff` and `Closed`.
         reason: Option<Reason>,
-        /// For `Backoff`: how long until the next attempt.
-        retry_after: Option<Duration>,
+        /// For `Backoff`: when and where the next attempt goes (boxed: every event is as
+        /// large as the largest kind).
+        retry: Option<Box<Retry>>,
     },
     /// The protocol has something new for the application: take it through
     /// [`App::link`](crate::engine::App::link).

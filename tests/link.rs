@@ -269,7 +269,7 @@ fn a_silent_server_is_dead_after_two_ping_intervals_and_the_link_fails_over() {
     let Some(Event::Link(LinkEvent::State {
         server,
         reason,
-        retry_after,
+        retry,
         ..
     })) = lost_after.map(|i| d.events[i].clone())
     else {
@@ -277,7 +277,11 @@ fn a_silent_server_is_dead_after_two_ping_intervals_and_the_link_fails_over() {
     };
     assert_eq!(server, Some(addr(7001)), "the lost server is named");
     assert!(reason.unwrap().text.as_str().contains("silent"));
-    assert!(retry_after.is_some());
+    assert_eq!(
+        retry.map(|r| r.server),
+        Some(addr(7002)),
+        "the next server is named"
+    );
 
     // The next attempt goes to the second server, and the protocol renews its session
     // there.
@@ -327,10 +331,7 @@ fn refused_connects_back_off_with_growing_delays_along_the_list() {
         .events
         .iter()
         .filter_map(|e| match e {
-            Event::Link(LinkEvent::State {
-                retry_after: Some(t),
-                ..
-            }) => Some(*t),
+            Event::Link(LinkEvent::State { retry: Some(r), .. }) => Some(r.after),
             _ => None,
         })
         .collect();

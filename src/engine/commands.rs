@@ -78,11 +78,10 @@ impl Engine {
     /// for a confirmation (confirmed already, or confirmations are off).
     pub fn ack_message(&mut self, identity: &str, instance: u64, id: u64) -> Result<(), SendError> {
         let r = self.store.find(identity, instance).ok_or(SendError::Gone)?;
-        let rec = self.store.get_mut(r);
-        if !rec.confirm(id) {
+        if !self.store.confirm(r, id) {
             return Err(SendError::NotActive);
         }
-        if let Some(conn) = rec.conn {
+        if let Some(conn) = self.store.get(r).conn {
             if self
                 .conn(conn)
                 .is_some_and(|c| c.state == ConnState::Active)

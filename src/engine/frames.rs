@@ -49,12 +49,12 @@ impl Engine {
                             payload,
                         }));
                         // With confirmations on, the ACK waits for the application's.
-                        !self.confirm || !rec.await_confirmation(id)
+                        !self.confirm || !self.store.await_confirmation(r, id)
                     } else {
                         debug!("{conn}: duplicate message {id} suppressed");
                         // A resend of a message still waiting for its confirmation is
                         // acknowledged by that confirmation, not before.
-                        !rec.awaits(id)
+                        !self.store.awaits(r, id)
                     };
                     if ack_now {
                         self.queue_frame(index, &Frame::Ack(id));

@@ -4,7 +4,7 @@
 
 use super::closing::Lost;
 use super::conn::{ConnState, Role};
-use super::event::{Event, SendError};
+use super::event::{Event, Retry, SendError};
 use super::handle::{ConnId, Io, LinkId};
 use super::{Engine, LINK_TIMER};
 use crate::config::ConfigError;
@@ -131,7 +131,7 @@ impl Engine {
             state,
             server,
             reason,
-            retry_after: None,
+            retry: None,
         }));
     }
 
@@ -252,12 +252,18 @@ impl Engine {
         let at = self.after(delay);
         self.links[li].timer = Some(self.wheel.insert(at, li as u32 | LINK_TIMER));
         let link = self.link_id(li);
+        let retry = self.links[li].server().map(|server| {
+            Box::new(Retry {
+                after: delay,
+                server,
+            })
+        });
         self.events.push_back(Event::Link(LinkEvent::State {
             link,
             state: LinkState::Backoff,
             server,
             reason: Some(reason),
-            retry_after: Some(delay),
+            retry,
         }));
     }
 

@@ -40,48 +40,9 @@ pub(super) struct Record {
     pub(super) conn: Option<ConnId>,
     pub(super) recv: RecvState,
     pub(super) send: SendQueue,
-    /// With confirmations on ([`Engine::confirm_messages`](super::Engine::confirm_messages)):
-    /// the ids handed to the application and not confirmed yet, oldest first. Boxed, and
-    /// only while there are some, so that an idle record stays small.
-    #[allow(clippy::box_collection)]
-    awaiting: Option<Box<Vec<u64>>>,
     /// 0 while a connection holds the record; otherwise the stamp of its entry in
     /// `SessionStore::left`.
     left_stamp: u64,
-}
-
-impl Record {
-    /// Notes that message `id` waits for the application's confirmation; `false` if too
-    /// many do already (it is then acknowledged at once, as without confirmations, so that
-    /// a client is never stuck on a window the application forgot).
-    pub(super) fn await_confirmation(&mut self, id: u64) -> bool {
-        let list = self.awaiting.get_or_insert_with(Box::default);
-        if list.len() >= MAX_AWAITING {
-            return false;
-        }
-        list.push(id);
-        true
-    }
-
-    /// Whether message `id` waits for the application's confirmation.
-    pub(super) fn awaits(&self, id: u64) -> bool {
-        self.awaiting.as_ref().is_some_and(|l| l.contains(&id))
-    }
-
-    /// Takes `id` off the list of messages waiting for a confirmation; whether it was on it.
-    pub(super) fn confirm(&mut self, id: u64) -> bool {
-        let Some(list) = self.awaiting.as_mut() else {
-            return false;
-        };
-        let Some(at) = list.iter().position(|&x| x == id) else {
-            return false;
-        };
-        list.remove(at);
-        if list.is_empty() {
-            self.awaiting = None;
-        }
-        true
-    }
 }
 
 /// Messages of one client instance waiting for the application's confirmation at most.
@@ -109,6 +70,10 @@ pub(super) struct SessionStore {
     by_instance: HashTable<u32>,
     /// Per identity, the record of its latest login.
     current: HashTable<u32>,
+    /// With confirmations on ([`Engine::confirm_messages`](super::Engine::confirm_messages)):
+    /// per record, the ids handed to the application and not confirmed yet, oldest first.
+    /// Apart from the records, so that an idle record stays small.
+    awaiting: hashbrown::HashMap<u32, Vec<u64>>,
     hasher: DefaultHashBuilder,
     /// How long a left record is kept, in ticks.
     linger: u32,
@@ -124,10 +89,44 @@ impl SessionStore {
             next_stamp: 1,
             by_instance: HashTable::new(),
             current: HashTable::new(),
+            awaiting: hashbrown::HashMap::new(),
             hasher: DefaultHashBuilder::default(),
             linger,
             max_records,
         }
+    }
+
+    /// Notes that message `id` of record `r` waits for the application's confirmation;
+    /// `false` if too many do already (it is then acknowledged at once, as without
+    /// confirmations, so that a client is never stuck on a window the application forgot).
+    pub(super) fn await_confirmation(&mut self, r: u32, id: u64) -> bool {
+        let list = self.awaiting.entry(r).or_default();
+        if list.len() >= MAX_AWAITING {
+            return false;
+        }
+        list.push(id);
+        true
+    }
+
+    /// Whether message `id` of record `r` waits for the application's confirmation.
+    pub(super) fn awaits(&self, r: u32, id: u64) -> bool {
+        self.awaiting.get(&r).is_some_and(|l| l.contains(&id))
+    }
+
+    /// Takes message `id` of record `r` off the list of those waiting for a confirmation;
+    /// whether it was on it.
+    pub(super) fn confirm(&mut self, r: u32, id: u64) -> bool {
+        let Some(list) = self.awaiting.get_mut(&r) else {
+            return false;
+        };
+        let Some(at) = list.iter().position(|&x| x == id) else {
+            return false;
+        };
+        list.remove(at);
+        if list.is_empty() {
+            self.awaiting.remove(&r);
+        }
+        true
     }
 
     pub(super) fn len(&self) -> usize {
@@ -257,7 +256,6 @@ impl SessionStore {
                     conn: None,
                     recv: RecvState::default(),
                     send: SendQueue::new(),
-                    awaiting: None,
                     left_stamp: 0,
                 }) as u32;
                 let (records, hasher) = (&self.records, &self.hasher);
@@ -339,6 +337,7 @@ impl SessionStore {
 
     fn forget(&mut self, r: u32, events: &mut VecDeque<Event>) {
         self.hand_back(r, FailCause::Expired, events);
+        self.awaiting.remove(&r);
         let rec = self.records.remove(r as usize);
         let hash = self.hasher.hash_one((rec.identity.as_str(), rec.instance));
         if let Ok(entry) = self.by_instance.find_entry(hash, |&x| x == r) {

@@ -19,11 +19,21 @@
 //! - [`Sim::refuse`]: a live node's listener refuses connections;
 //! - a raw peer ([`Sim::raw_connect`]) that writes what the test wants and reads only when
 //!   told to (a slow reader, a silent or hostile client).
+//!
+//! Besides engines, a node can be a [`Service`]: a sans-IO server the simulation feeds the
+//! bytes that reach it, such as [`FakeRedis`] ([`Sim::add_fake_redis`]), so that engines'
+//! links to a broker cross the same simulated network, faults included. A killed service
+//! can be restarted ([`Sim::restart`]) with what it keeps across a crash.
+
+mod fake_redis;
+
+pub use fake_redis::FakeRedis;
 
 use crate::config::{Config, ConfigError};
 use crate::engine::{ConnId, Engine, Event, Io};
 use crate::rng::Rng;
 use bytes::{Buf, BytesMut};
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -39,6 +49,54 @@ pub struct RawId(usize);
 /// Names a link (one TCP connection) of the simulation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct LinkId(usize);
+
+/// Names a connection accepted by a [`Service`]: numbered from 0 in the order they were
+/// accepted, never reused within the service's life (restarts included).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceConn(pub u64);
+
+/// What a [`Service`] asks of the network.
+#[derive(Debug)]
+pub enum ServiceOutput {
+    /// Send `bytes` on `conn`.
+    Send {
+        /// The connection.
+        conn: ServiceConn,
+        /// The bytes, in order after what was sent on it before.
+        bytes: BytesMut,
+    },
+    /// Close `conn` (FIN) after what was sent on it; the service forgets it.
+    Close {
+        /// The connection.
+        conn: ServiceConn,
+    },
+}
+
+/// A sans-IO server placed at an address of the simulation ([`Sim::add_service`]): it is
+/// told of connections and the bytes that reach it, and the simulation carries what it
+/// sends over the simulated network like an engine's output. It has no clock of its own:
+/// it acts only when something arrives, and `now` is the simulation's virtual time.
+///
+/// A service reads everything that arrives at once, and what it sends is not held back by
+/// the network window: that models a server that buffers without bound, which is what a
+/// broker does for the engines' links (they read everything), but not a slow reader.
+pub trait Service: Any {
+    /// A connection was accepted.
+    fn handle_accept(&mut self, conn: ServiceConn, now: Instant);
+
+    /// Bytes arrived on `conn`, in order.
+    fn handle_read(&mut self, conn: ServiceConn, bytes: &[u8], now: Instant);
+
+    /// The peer closed `conn` or it was reset: the service forgets it.
+    fn handle_closed(&mut self, conn: ServiceConn, now: Instant);
+
+    /// The process was killed: every connection is gone without a word. The service keeps
+    /// only what a restart would find (what it would have written to disk).
+    fn handle_killed(&mut self, now: Instant);
+
+    /// The next thing to send or close, if any; drained after every call above.
+    fn poll_output(&mut self) -> Option<ServiceOutput>;
+}
 
 /// Settings of the simulated network.
 #[derive(Clone, Debug)]
@@ -94,13 +152,40 @@ impl Ends {
     }
 }
 
+/// What runs on a node.
+enum Role {
+    /// Boxed: an engine is large, and the node table is moved as it grows.
+    Engine(Box<Engine>),
+    Service(ServiceNode),
+}
+
+struct ServiceNode {
+    service: Box<dyn Service>,
+    /// Link ends of the service's connections, by connection number (never reused).
+    ends: Vec<Option<(LinkId, usize)>>,
+    /// The number of the next connection accepted.
+    next_conn: u64,
+}
+
+impl ServiceNode {
+    fn end(&self, conn: ServiceConn) -> Option<(LinkId, usize)> {
+        let i = usize::try_from(conn.0).ok()?;
+        self.ends.get(i).copied().flatten()
+    }
+
+    fn remove(&mut self, conn: ServiceConn) -> Option<(LinkId, usize)> {
+        let i = usize::try_from(conn.0).ok()?;
+        self.ends.get_mut(i).and_then(Option::take)
+    }
+}
+
 struct Node {
-    engine: Engine,
+    role: Role,
     listen: Option<SocketAddr>,
     alive: bool,
     refusing: bool,
     events: Vec<Event>,
-    /// Link ends of this node's connections, by the connection's slot index.
+    /// Link ends of this (engine) node's connections, by the connection's slot index.
     ends: Ends,
     /// The engine had an input (or was lent out) since its outputs were last collected.
     dirty: bool,
@@ -110,15 +195,51 @@ struct Node {
 
 impl Node {
     /// The engine, for an input: its outputs and timer need collecting afterwards.
+    #[track_caller]
     fn touched(&mut self) -> &mut Engine {
         self.dirty = true;
-        &mut self.engine
+        self.engine_mut()
+    }
+
+    /// The engine, without marking it for collection.
+    #[track_caller]
+    fn engine_mut(&mut self) -> &mut Engine {
+        match &mut self.role {
+            Role::Engine(e) => e,
+            Role::Service(_) => panic!("the node is a service, not an engine"),
+        }
+    }
+
+    #[track_caller]
+    fn engine_ref(&self) -> &Engine {
+        match &self.role {
+            Role::Engine(e) => e,
+            Role::Service(_) => panic!("the node is a service, not an engine"),
+        }
+    }
+
+    /// The service, for an input: its output needs collecting afterwards.
+    fn service(&mut self) -> Option<&mut ServiceNode> {
+        self.dirty = true;
+        match &mut self.role {
+            Role::Service(s) => Some(s),
+            Role::Engine(_) => None,
+        }
+    }
+
+    /// Links of the node's connections, in no particular order.
+    fn links(&self) -> Vec<LinkId> {
+        match &self.role {
+            Role::Engine(_) => self.ends.links().collect(),
+            Role::Service(s) => s.ends.iter().flatten().map(|&(l, _)| l).collect(),
+        }
     }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum End {
     Engine { node: usize, conn: ConnId },
+    Service { node: usize, conn: ServiceConn },
     Raw { raw: usize },
 }
 
@@ -270,7 +391,7 @@ impl Sim {
     ) -> Result<NodeId, ConfigError> {
         let seed = self.rng.next_u64();
         self.nodes.push(Node {
-            engine: Engine::with_seed(cfg, self.now, seed)?,
+            role: Role::Engine(Box::new(Engine::with_seed(cfg, self.now, seed)?)),
             listen,
             alive: true,
             refusing: false,
@@ -282,16 +403,74 @@ impl Sim {
         Ok(NodeId(self.nodes.len() - 1))
     }
 
+    /// Adds a service listening on `listen`: connections to that address reach it over
+    /// the simulated network. Its node takes part in partitions, kills and restarts like
+    /// an engine's.
+    pub fn add_service(&mut self, listen: SocketAddr, service: Box<dyn Service>) -> NodeId {
+        self.nodes.push(Node {
+            role: Role::Service(ServiceNode {
+                service,
+                ends: Vec::new(),
+                next_conn: 0,
+            }),
+            listen: Some(listen),
+            alive: true,
+            refusing: false,
+            events: Vec::new(),
+            ends: Ends::default(),
+            dirty: false,
+            timer: None,
+        });
+        NodeId(self.nodes.len() - 1)
+    }
+
+    /// Adds a [`FakeRedis`] listening on `listen`; its stream ids count milliseconds of
+    /// virtual time from the simulation's start.
+    pub fn add_fake_redis(&mut self, listen: SocketAddr) -> NodeId {
+        let fake = FakeRedis::new(self.start);
+        self.add_service(listen, Box::new(fake))
+    }
+
+    /// The node's service, if it is an `S`. What it queues (if a test makes it send) goes
+    /// out at the next step of the simulation.
+    pub fn service<S: Service>(&mut self, node: NodeId) -> Option<&mut S> {
+        let s = self.nodes[node.0].service()?;
+        let any: &mut dyn Any = s.service.as_mut();
+        any.downcast_mut::<S>()
+    }
+
+    /// The node's fake Redis. Panics if the node is not one.
+    #[track_caller]
+    pub fn fake_redis(&mut self, node: NodeId) -> &mut FakeRedis {
+        self.service::<FakeRedis>(node)
+            .expect("the node is not a fake Redis")
+    }
+
+    /// Restarts a killed service node at its address, with what it kept across the crash
+    /// (see [`Service::handle_killed`]); nothing happens to a live one. Panics for an
+    /// engine node: an engine's state dies with it (add a new node instead).
+    #[track_caller]
+    pub fn restart(&mut self, node: NodeId) {
+        let n = &mut self.nodes[node.0];
+        assert!(
+            matches!(n.role, Role::Service(_)),
+            "only a service node can be restarted"
+        );
+        n.alive = true;
+    }
+
     /// The node's engine, for application commands. Its outputs are collected at the next
-    /// step of the simulation.
+    /// step of the simulation. Panics for a service node.
+    #[track_caller]
     pub fn engine(&mut self, node: NodeId) -> &mut Engine {
         self.nodes[node.0].touched()
     }
 
     /// The node's engine, to look at (unlike [`engine`](Self::engine), this does not make
-    /// the next step collect its outputs).
+    /// the next step collect its outputs). Panics for a service node.
+    #[track_caller]
     pub fn engine_ref(&self, node: NodeId) -> &Engine {
-        &self.nodes[node.0].engine
+        self.nodes[node.0].engine_ref()
     }
 
     /// Drops the events the node's engine produced so far, keeping their memory for the
@@ -329,7 +508,7 @@ impl Sim {
 
     /// Links of a node, in creation order.
     pub fn links_of(&self, node: NodeId) -> Vec<LinkId> {
-        let mut v: Vec<LinkId> = self.nodes[node.0].ends.links().collect();
+        let mut v = self.nodes[node.0].links();
         v.sort_by_key(|l| l.0);
         v
     }
@@ -398,7 +577,8 @@ impl Sim {
     }
 
     /// Kills the node like `kill -9`: its kernel resets every connection (peers see them
-    /// fail), its listener is gone (connects are refused), and it never runs again.
+    /// fail), its listener is gone (connects are refused), and an engine never runs again
+    /// (a service can be [restarted](Self::restart)).
     pub fn kill(&mut self, node: NodeId) {
         self.nodes[node.0].alive = false;
         // In link order, so that the same seed gives the same run.
@@ -408,12 +588,17 @@ impl Sim {
             };
             for end in link.ends {
                 match end {
-                    End::Engine { node: n, .. } if n == node.0 => {}
+                    End::Engine { node: n, .. } | End::Service { node: n, .. } if n == node.0 => {}
                     other => self.end_closed(other),
                 }
             }
         }
         self.nodes[node.0].ends.clear();
+        let now = self.now;
+        if let Role::Service(s) = &mut self.nodes[node.0].role {
+            s.ends.clear();
+            s.service.handle_killed(now);
+        }
     }
 
     /// Makes a live node's listener refuse (or accept again).
@@ -439,19 +624,18 @@ impl Sim {
             .nodes
             .iter()
             .position(|n| n.alive && !n.refusing && n.listen == Some(addr));
-        match target.map(|t| (t, self.nodes[t].touched().handle_accept(self.now))) {
-            Some((t, Ok(conn))) => {
-                self.accepts.push((self.now, t));
+        match target.and_then(|t| self.accept(t)) {
+            Some(server) => {
                 let link = self.links.insert(Link {
-                    ends: [End::Raw { raw }, End::Engine { node: t, conn }],
+                    ends: [End::Raw { raw }, server],
                     used: [0, 0],
                     last_arrival: [self.now_us; 2],
                     stalled: false,
                 });
-                self.nodes[t].ends.insert(conn, LinkId(link), 1);
+                self.bind(server, LinkId(link), 1);
                 self.raws[raw].link = Some(LinkId(link));
             }
-            _ => self.raws[raw].closed = true,
+            None => self.raws[raw].closed = true,
         }
         self.pump();
         RawId(raw)
@@ -612,7 +796,7 @@ impl Sim {
             .ends
             .iter()
             .filter_map(|e| match e {
-                End::Engine { node, .. } => Some(*node),
+                End::Engine { node, .. } | End::Service { node, .. } => Some(*node),
                 End::Raw { .. } => None,
             })
             .collect();
@@ -635,14 +819,18 @@ impl Sim {
                 if !self.nodes[i].dirty || !self.nodes[i].alive {
                     continue;
                 }
+                if let Role::Service(_) = self.nodes[i].role {
+                    self.pump_service(i);
+                    continue;
+                }
                 // Writing (`handle_sent`) may queue more output: drain until nothing is left.
                 loop {
                     let mut moved = false;
-                    while let Some(io) = self.nodes[i].engine.poll_io() {
+                    while let Some(io) = self.nodes[i].engine_mut().poll_io() {
                         moved = true;
                         self.on_io(i, io);
                     }
-                    while let Some(conn) = self.nodes[i].engine.poll_transmit() {
+                    while let Some(conn) = self.nodes[i].engine_mut().poll_transmit() {
                         moved = true;
                         self.transmit(i, conn);
                     }
@@ -652,10 +840,13 @@ impl Sim {
                 }
                 let n = &mut self.nodes[i];
                 n.dirty = false;
-                while let Some(e) = n.engine.poll_event() {
+                let Role::Engine(engine) = &mut n.role else {
+                    continue;
+                };
+                while let Some(e) = engine.poll_event() {
                     n.events.push(e);
                 }
-                n.timer = n.engine.poll_timeout();
+                n.timer = engine.poll_timeout();
             }
             let blocked = std::mem::take(&mut self.blocked);
             for (node, conn) in blocked {
@@ -668,6 +859,78 @@ impl Sim {
             if !self.nodes.iter().any(|n| n.dirty && n.alive) {
                 break;
             }
+        }
+    }
+
+    /// Moves a service's output into the network.
+    fn pump_service(&mut self, node: usize) {
+        self.nodes[node].dirty = false;
+        loop {
+            let Role::Service(s) = &mut self.nodes[node].role else {
+                return;
+            };
+            let Some(out) = s.service.poll_output() else {
+                return;
+            };
+            match out {
+                ServiceOutput::Send { conn, bytes } => {
+                    if let Some((link, side)) = s.end(conn) {
+                        if !bytes.is_empty() {
+                            self.send_on(link.0, side, bytes);
+                        }
+                    }
+                }
+                ServiceOutput::Close { conn } => {
+                    if let Some((link, side)) = s.remove(conn) {
+                        if self.links.contains(link.0) {
+                            self.schedule_fin(link.0, side);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The node `to` accepts a connection: its end of the new link, or `None` if it cannot
+    /// take one now.
+    fn accept(&mut self, to: usize) -> Option<End> {
+        let now = self.now;
+        let n = &mut self.nodes[to];
+        if !n.alive || n.refusing {
+            return None;
+        }
+        let end = match n.role {
+            Role::Engine(_) => End::Engine {
+                node: to,
+                conn: n.touched().handle_accept(now).ok()?,
+            },
+            Role::Service(_) => {
+                let s = n.service()?;
+                let conn = ServiceConn(s.next_conn);
+                s.next_conn += 1;
+                s.service.handle_accept(conn, now);
+                End::Service { node: to, conn }
+            }
+        };
+        self.accepts.push((now, to));
+        Some(end)
+    }
+
+    /// Records that a node's (engine or service) end `end` is side `side` of `link`.
+    fn bind(&mut self, end: End, link: LinkId, side: usize) {
+        match end {
+            End::Engine { node, conn } => self.nodes[node].ends.insert(conn, link, side),
+            End::Service { node, conn } => {
+                if let (Role::Service(s), Ok(i)) =
+                    (&mut self.nodes[node].role, usize::try_from(conn.0))
+                {
+                    if s.ends.len() <= i {
+                        s.ends.resize(i + 1, None);
+                    }
+                    s.ends[i] = Some((link, side));
+                }
+            }
+            End::Raw { .. } => {}
         }
     }
 
@@ -712,7 +975,7 @@ impl Sim {
             return;
         };
         let room = self.net.window.saturating_sub(l.used[side]);
-        let out = self.nodes[node].engine.outbound(conn);
+        let out = self.nodes[node].engine_mut().outbound(conn);
         let n = out.len().min(room);
         if n > 0 {
             let mut bytes = match self.spare.pop() {
@@ -726,7 +989,7 @@ impl Sim {
             self.nodes[node].touched().handle_sent(conn, n, self.now);
             self.send_on(link.0, side, bytes);
         }
-        if !self.nodes[node].engine.outbound(conn).is_empty() {
+        if !self.nodes[node].engine_mut().outbound(conn).is_empty() {
             self.blocked.push((node, conn));
         }
     }
@@ -778,6 +1041,16 @@ impl Sim {
                                 .handle_read(conn, &bytes, self.now);
                         }
                     }
+                    End::Service { node, conn } => {
+                        l.used[dir] -= bytes.len();
+                        let now = self.now;
+                        let n = &mut self.nodes[node];
+                        if n.alive {
+                            if let Some(s) = n.service() {
+                                s.service.handle_read(conn, &bytes, now);
+                            }
+                        }
+                    }
                     End::Raw { raw } => {
                         self.raws[raw].unread.extend_from_slice(&bytes);
                         self.raw_read(raw);
@@ -795,6 +1068,10 @@ impl Sim {
                         self.end_closed(end);
                     } else if let End::Engine { node, conn } = end {
                         self.nodes[node].ends.remove(conn);
+                    } else if let End::Service { node, conn } = end {
+                        if let Role::Service(s) = &mut self.nodes[node].role {
+                            s.remove(conn);
+                        }
                     } else if let End::Raw { raw } = end {
                         self.raws[raw].link = None;
                         self.raws[raw].closed = true;
@@ -805,33 +1082,21 @@ impl Sim {
                 if !self.nodes[from].alive {
                     return;
                 }
-                let accepted = if self.nodes[to].alive && !self.nodes[to].refusing {
-                    self.nodes[to].touched().handle_accept(self.now).ok()
-                } else {
-                    None
-                };
-                let Some(server) = accepted else {
+                let Some(server) = self.accept(to) else {
                     return self.nodes[from].touched().handle_connect_failed(
                         conn,
                         "connection refused (simulated)",
                         self.now,
                     );
                 };
-                self.accepts.push((self.now, to));
                 let link = self.links.insert(Link {
-                    ends: [
-                        End::Engine { node: from, conn },
-                        End::Engine {
-                            node: to,
-                            conn: server,
-                        },
-                    ],
+                    ends: [End::Engine { node: from, conn }, server],
                     used: [0, 0],
                     last_arrival: [self.now_us; 2],
                     stalled: false,
                 });
                 self.nodes[from].ends.insert(conn, LinkId(link), 0);
-                self.nodes[to].ends.insert(server, LinkId(link), 1);
+                self.bind(server, LinkId(link), 1);
                 self.nodes[from].touched().handle_connected(conn, self.now);
             }
             Action::Refused { from, conn } => {
@@ -852,6 +1117,16 @@ impl Sim {
                 self.nodes[node].ends.remove(conn);
                 if self.nodes[node].alive {
                     self.nodes[node].touched().handle_closed(conn, self.now);
+                }
+            }
+            End::Service { node, conn } => {
+                let now = self.now;
+                let n = &mut self.nodes[node];
+                let alive = n.alive;
+                if let Some(s) = n.service() {
+                    if s.remove(conn).is_some() && alive {
+                        s.service.handle_closed(conn, now);
+                    }
                 }
             }
             End::Raw { raw } => {
