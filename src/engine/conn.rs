@@ -3,7 +3,7 @@
 //! the engine's connections). It frames reliable messages into its send buffer as it
 //! drains; what to do about the connection is decided by the engine.
 
-use crate::codec::{Decoder, Encoder};
+use crate::codec::Encoder;
 use crate::idle::{IdleConfig, IdleKind, IdleTracker};
 use crate::reliable::SendQueue;
 use crate::time::Tick;
@@ -44,15 +44,13 @@ pub(super) enum Role {
     Link { link: u32 },
 }
 
-/// A connection's receive buffer and decoder state (a partial frame) and its send buffer.
-/// Idle connections hold none; a connection takes a pair from the engine's pool when a
-/// partial frame arrives or bytes are queued, and gives it back when both are empty again,
-/// so that steady traffic allocates nothing and an idle connection carries no decoder.
+/// A connection's receive buffer (a partial frame, from its first byte) and its send
+/// buffer. Idle connections hold none; a connection takes a pair from the engine's pool
+/// when a partial frame arrives or bytes are queued, and gives it back when both are empty
+/// again, so that steady traffic allocates nothing.
 #[derive(Default)]
 pub(super) struct Buffers {
     pub(super) inbuf: BytesMut,
-    /// Meaningful only while `inbuf` holds a partial frame; see `Engine::handle_read`.
-    pub(super) decoder: Decoder,
     pub(super) out: BytesMut,
 }
 
@@ -106,7 +104,6 @@ impl Pool {
             // A closed connection's pair may still hold a partial frame or unsent bytes.
             b.inbuf.clear();
             b.out.clear();
-            b.decoder = Decoder::default();
             self.bytes += cap;
             self.free.push(b);
         }

@@ -441,12 +441,9 @@ impl Engine {
             return;
         }
         // Between frames, frames are decoded straight from `bytes`; only a partial frame
-        // is copied into the connection's own buffer, to wait for the rest, with the
-        // decoder state that goes with it (so an idle connection carries neither).
-        let partial = c
-            .bufs
-            .as_ref()
-            .is_some_and(|b| !b.inbuf.is_empty() || !b.decoder.is_idle());
+        // is copied into the connection's own buffer, to wait for the rest (so an idle
+        // connection carries no receive buffer).
+        let partial = c.bufs.as_ref().is_some_and(|b| !b.inbuf.is_empty());
         if partial {
             if let Some(b) = c.bufs.as_mut() {
                 b.inbuf.extend_from_slice(bytes);
@@ -461,7 +458,6 @@ impl Engine {
             if used < bytes.len() {
                 let pool = &mut self.pool;
                 let b = self.conns[index].bufs.get_or_insert_with(|| pool.take());
-                b.decoder = Decoder::new(self.cfg.max_frame_len);
                 b.inbuf.extend_from_slice(&bytes[used..]);
             }
         }

@@ -1,22 +1,21 @@
 //! The receive path: frames decoded straight from the bytes a read brought, a partial frame
-//! kept in the connection's own buffer, payloads split off one shared receive buffer.
+//! kept in the connection's own buffer, payloads split off one shared receive buffer. One
+//! decode door, `Decoder::decode_slice`, for both: a connection keeps bytes, never decoder
+//! state, between reads.
 
 use super::conn::{ConnState, RX_CHUNK};
 use super::handle::ConnId;
 use super::Engine;
 use crate::codec::{DecodeError, Decoder};
 use crate::frame::{Frame, Reason, Text};
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 
 impl Engine {
     /// Appends to the shared receive buffer. When its room runs out while payloads still
     /// point into it, a new one of at least `RX_CHUNK` is started: one allocation per
     /// chunk's worth of traffic instead of one per read.
     pub(super) fn fill_rx(&mut self, bytes: &[u8]) {
-        if self.rx.capacity() - self.rx.len() < bytes.len() {
-            self.rx.reserve(bytes.len().max(RX_CHUNK));
-        }
-        self.rx.extend_from_slice(bytes);
+        fill(&mut self.rx, bytes);
     }
 
     /// Decodes and handles the whole frames at the front of `bytes`. Returns how many
@@ -54,14 +53,18 @@ impl Engine {
             let Some(b) = self.conns[index].bufs.as_mut() else {
                 return true;
             };
-            match b.decoder.decode(&mut b.inbuf) {
-                Ok(Some(frame)) => {
+            // The buffer starts at a frame's first byte: only whole frames left it.
+            match self.rx_decoder.decode_slice(&b.inbuf[..]) {
+                Ok(Some((frame, n))) => {
+                    let frame = frame.into_frame(|p| own(&mut self.rx, p));
+                    b.inbuf.advance(n);
                     if !self.handle_frame(index, conn, frame) {
                         return false;
                     }
                 }
                 Ok(None) => return true,
                 Err(e) => {
+                    self.rx_decoder = Decoder::new(self.cfg.max_frame_len);
                     self.decode_failed(index, e);
                     return false;
                 }
@@ -88,8 +91,7 @@ impl Engine {
     /// so that it points into memory used again once the application drops it, and steady
     /// traffic allocates (almost) nothing.
     pub(super) fn payload(&mut self, p: &[u8]) -> Bytes {
-        self.fill_rx(p);
-        self.rx.split().freeze()
+        own(&mut self.rx, p)
     }
 
     /// Gives the connection's buffers back to the pool if nothing waits in them.
@@ -100,7 +102,7 @@ impl Engine {
         let idle = c
             .bufs
             .as_ref()
-            .is_some_and(|b| b.inbuf.is_empty() && b.out.is_empty() && b.decoder.is_idle());
+            .is_some_and(|b| b.inbuf.is_empty() && b.out.is_empty());
         if !idle {
             return;
         }
@@ -108,4 +110,20 @@ impl Engine {
             self.pool.give(b);
         }
     }
+}
+
+/// Appends to the shared receive buffer `rx`. When its room runs out while payloads still
+/// point into it, a new one of at least `RX_CHUNK` is started: one allocation per chunk's
+/// worth of traffic instead of one per read.
+fn fill(rx: &mut BytesMut, bytes: &[u8]) {
+    if rx.capacity() - rx.len() < bytes.len() {
+        rx.reserve(bytes.len().max(RX_CHUNK));
+    }
+    rx.extend_from_slice(bytes);
+}
+
+/// `p` as owned bytes: copied into the shared receive buffer and split off it.
+fn own(rx: &mut BytesMut, p: &[u8]) -> Bytes {
+    fill(rx, p);
+    rx.split().freeze()
 }
