@@ -190,6 +190,10 @@ struct Sock {
     blocked: bool,
     /// For accepted sockets: the peer's address, counted in the per-address limit.
     peer_ip: Option<IpAddr>,
+    /// A link's socket (a broker's, say): read before the others on every wake, since a
+    /// broker that finds its output to us piling up disconnects us (Redis: 32 MB for a
+    /// pub/sub client by default).
+    first: bool,
 }
 
 struct Listener {
@@ -212,6 +216,8 @@ pub struct Reactor {
     /// Connections whose read budget ran out with data possibly left.
     again: Vec<(ConnId, bool)>,
     ready: Vec<Ready>,
+    /// Sockets of links open (see `Sock::first`).
+    links: usize,
     accept_paused_until: Option<Instant>,
     /// In an episode of descriptor exhaustion (logged once per episode).
     out_of_fds: bool,
@@ -248,6 +254,7 @@ impl Reactor {
             }),
             again: Vec::new(),
             ready: Vec::new(),
+            links: 0,
             accept_paused_until: None,
             out_of_fds: false,
             per_ip: HashMap::new(),
@@ -388,6 +395,17 @@ impl Reactor {
                 writable: ev.is_writable() || ev.is_write_closed(),
                 hup,
             });
+        }
+        if self.links > 0 {
+            let sockets = &self.sockets;
+            let first = |r: &Ready| {
+                r.token.0 >= CONN_BASE
+                    && sockets
+                        .get(r.token.0 - CONN_BASE)
+                        .is_some_and(|s| s.as_ref().is_some_and(|s| s.first))
+            };
+            // Stable: the others keep the order the kernel reported them in.
+            self.ready.sort_by_key(|r| !first(r));
         }
         let mut wake = false;
         for i in 0..self.ready.len() {
@@ -583,12 +601,15 @@ impl Reactor {
         if let Some(ip) = peer_ip {
             *self.per_ip.entry(ip).or_default() += 1;
         }
+        let first = self.engine.is_link(id);
+        self.links += usize::from(first);
         self.sockets[index] = Some(Sock {
             id,
             stream,
             connecting,
             blocked: false,
             peer_ip,
+            first,
         });
         Ok(())
     }
@@ -607,6 +628,7 @@ impl Reactor {
         let Some(sock) = self.sockets.get_mut(index).and_then(Option::take) else {
             return;
         };
+        self.links -= usize::from(sock.first);
         if let Some(ip) = sock.peer_ip {
             if let Some(n) = self.per_ip.get_mut(&ip) {
                 *n -= 1;

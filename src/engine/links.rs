@@ -95,6 +95,13 @@ impl Engine {
         Ok(r)
     }
 
+    /// Whether `conn` is a link's connection. Drivers read links' sockets first: a broker
+    /// disconnects a client whose replies and pushes pile up.
+    pub fn is_link(&self, conn: ConnId) -> bool {
+        self.conn(conn)
+            .is_some_and(|c| matches!(c.role, Role::Link { .. }))
+    }
+
     /// Where `link` stands; `None` once it is closed.
     pub fn link_state(&self, link: LinkId) -> Option<LinkState> {
         self.link_index(link).map(|li| self.links[li].state)
