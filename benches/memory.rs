@@ -251,7 +251,8 @@ fn main() {
 /// user's channel in its Redis link's subscriptions, renewed on every reconnect. Counted
 /// here for `n` channels named as echo-im names them.
 fn cluster_state(n: usize) {
-    use liveline::redis::{Bus, Redis};
+    use liveline::bus::Bus;
+    use liveline::redis::Redis;
     let names: Vec<String> = (0..n).map(|i| format!("{{user{i:06}}}:bell")).collect();
     let before = live();
     let mut redis = Redis::default();

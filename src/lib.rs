@@ -104,6 +104,7 @@
 #![deny(missing_docs)]
 
 pub mod backoff;
+pub mod bus;
 pub mod codec;
 pub mod config;
 pub mod engine;

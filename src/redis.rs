@@ -18,6 +18,7 @@
 //! messages published to a subscribed channel as [`RedisEvent::Message`], their channel and
 //! payload pointing into the connection's receive buffer (no copy).
 
+use crate::bus::{Bus, BusError};
 use crate::frame::{Code, Reason, Text};
 use crate::link::Protocol;
 use crate::resp::{self, Kind, Limits, Value};
@@ -149,21 +150,6 @@ impl fmt::Display for RedisError {
 }
 
 impl std::error::Error for RedisError {}
-
-/// Publish and subscribe between nodes, whatever carries it: the part of a broker that
-/// routing needs. [`Redis`] implements it with sharded pub/sub; another broker (NATS, an
-/// in-process queue between loops) can stand in.
-pub trait Bus {
-    /// Subscribes to `channel`, now and after every reconnect, until unsubscribed.
-    fn subscribe(&mut self, channel: &[u8]);
-    /// Ends the subscription to `channel`.
-    fn unsubscribe(&mut self, channel: &[u8]);
-    /// Publishes `payload` to `channel`; the outcome comes back with `token` (for Redis,
-    /// a [`RedisEvent::Reply`] with the number of subscribers that received it).
-    fn publish(&mut self, channel: &[u8], payload: &[u8], token: u64) -> Result<(), RedisError>;
-    /// Whether requests reach the broker now.
-    fn is_up(&self) -> bool;
-}
 
 /// Buffers above this capacity are given back once empty.
 const SHRINK_ABOVE: usize = 64 * 1024;
@@ -380,8 +366,9 @@ impl Bus for Redis {
         }
     }
 
-    fn publish(&mut self, channel: &[u8], payload: &[u8], token: u64) -> Result<(), RedisError> {
+    fn publish(&mut self, channel: &[u8], payload: &[u8], token: u64) -> Result<(), BusError> {
         self.request(token, &[b"SPUBLISH", channel, payload])
+            .map_err(|RedisError::Full| BusError::Full)
     }
 
     fn is_up(&self) -> bool {

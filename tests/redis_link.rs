@@ -7,11 +7,12 @@
 mod common;
 
 use common::redis::RedisServer;
+use liveline::bus::Bus;
 use liveline::config::Config;
 use liveline::engine::{App, Event, LinkId};
 use liveline::link::{LinkConfig, LinkEvent, LinkState};
 use liveline::reactor::{Handle, Reactor};
-use liveline::redis::{Bus, Redis, RedisEvent, Reply};
+use liveline::redis::{Redis, RedisEvent, Reply};
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::thread;

@@ -8,10 +8,11 @@ mod common;
 
 use bytes::BytesMut;
 use common::{MAX_NET, SECOND, SEEDS};
+use liveline::bus::Bus;
 use liveline::config::Config;
 use liveline::engine::{Event, LinkId};
 use liveline::link::{LinkConfig, LinkEvent, LinkState};
-use liveline::redis::{Bus, Redis, RedisEvent, Reply};
+use liveline::redis::{Redis, RedisEvent, Reply};
 use liveline::resp::encode_command;
 use liveline::rng::Rng;
 use liveline::sim::{NetConfig, NodeId, Sim};

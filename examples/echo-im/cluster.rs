@@ -27,9 +27,10 @@
 use crate::proto::{Push, MAX_TEXT};
 use bytes::Bytes;
 use hashbrown::{HashMap, HashSet};
+use liveline::bus::Bus;
 use liveline::engine::{App, ConnId, LinkId};
 use liveline::frame::{Code, Reason, Text};
-use liveline::redis::{Bus, Redis, RedisError, RedisEvent, Reply};
+use liveline::redis::{Redis, RedisError, RedisEvent, Reply};
 use log::{debug, info, warn};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

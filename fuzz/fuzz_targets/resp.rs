@@ -8,7 +8,8 @@ use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use liveline::frame::{Code, Reason};
 use liveline::link::Protocol;
-use liveline::redis::{Bus, Redis};
+use liveline::bus::Bus;
+use liveline::redis::Redis;
 use liveline::resp::{frame_len, parse, Limits};
 use std::time::Instant;
 

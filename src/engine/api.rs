@@ -61,6 +61,12 @@ impl<'a> App<'a> {
         self.engine.sessions()
     }
 
+    /// Queues a message of an in-process bus for this loop's handler; see
+    /// [`Engine::post_bus`].
+    pub fn post_bus(&mut self, channel: Bytes, payload: Bytes) {
+        self.engine.post_bus(channel, payload)
+    }
+
     /// Confirms a received message so that its ACK goes out; see [`Engine::ack_message`].
     pub fn ack_message(&mut self, identity: &str, instance: u64, id: u64) -> Result<(), SendError> {
         self.engine.ack_message(identity, instance, id)

@@ -61,6 +61,13 @@ impl Engine {
         Ok(())
     }
 
+    /// Queues [`Event::Bus`](super::Event::Bus) for the application: how an in-process bus
+    /// ([`crate::bus::LocalBus`]) hands a message to this loop.
+    pub fn post_bus(&mut self, channel: Bytes, payload: Bytes) {
+        self.events
+            .push_back(super::Event::Bus { channel, payload });
+    }
+
     /// Server side: with `true`, a MESSAGE from a client is acknowledged only once the
     /// application confirms it with [`ack_message`](Self::ack_message), so that it can be
     /// stored durably first (an acknowledged message must survive this process). Until

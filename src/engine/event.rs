@@ -36,6 +36,14 @@ pub enum Event {
     Client(ClientEvent),
     /// Something happened to a link ([`Engine::add_link`](crate::engine::Engine::add_link)).
     Link(LinkEvent),
+    /// A message from an in-process bus ([`crate::bus::LocalBus`]) for a channel this loop
+    /// subscribed to.
+    Bus {
+        /// The channel.
+        channel: Bytes,
+        /// The message.
+        payload: Bytes,
+    },
     /// An application timer ([`Engine::set_timer`](crate::engine::Engine::set_timer)) is due.
     Timer {
         /// The timer (still valid if it repeats).

@@ -21,11 +21,20 @@ use hashbrown::HashMap;
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use std::collections::VecDeque;
+
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod admission;
+mod handle;
+mod loops;
+
+use admission::Bucket;
+pub use handle::Handle;
+use handle::{Cmd, Queue, Shared};
+pub use loops::Loops;
 
 const WAKER: Token = Token(0);
 /// Tokens `1..=MAX_LISTENERS` are listeners; connection tokens start above them.
@@ -63,6 +72,17 @@ pub struct ListenConfig {
     /// Accept connections in raw mode (bytes in, bytes out; see
     /// [`Engine::handle_accept_raw`]). Default false: the liveline protocol.
     pub raw: bool,
+    /// `SO_REUSEPORT`: several listeners (one per loop, or per process) share the address,
+    /// and the kernel spreads new connections over them. Default false.
+    pub reuse_port: bool,
+    /// Connections accepted per second at most; the rest wait in the kernel's backlog
+    /// (they are not refused), so a reconnect storm is taken in at a pace that leaves the
+    /// loop time for the heartbeats of live sessions. Default `None`: as fast as they come.
+    pub accept_rate: Option<u32>,
+    /// Connections accepted on this listener that have not completed the handshake, at
+    /// most; past it, accepting waits (again without refusing) until some complete or
+    /// close. Default `None`: no cap. (Raw listeners have no handshake: not counted.)
+    pub max_handshakes: Option<usize>,
 }
 
 impl Default for ListenConfig {
@@ -71,100 +91,10 @@ impl Default for ListenConfig {
             backlog: 1024,
             max_per_ip: None,
             raw: false,
+            reuse_port: false,
+            accept_rate: None,
+            max_handshakes: None,
         }
-    }
-}
-
-type Command = Box<dyn FnOnce(&mut App<'_>) + Send>;
-
-enum Cmd {
-    Run(Command),
-    Shutdown,
-}
-
-struct Shared {
-    waker: Waker,
-    queue: Mutex<Queue>,
-}
-
-#[derive(Default)]
-struct Queue {
-    cmds: VecDeque<Cmd>,
-    /// The thread in [`Reactor::run`], which must not wait for its own commands.
-    loop_thread: Option<std::thread::ThreadId>,
-    /// The loop has stopped (`run` returned, or the reactor is gone): nothing queued now
-    /// would ever run, so `push` refuses.
-    closed: bool,
-}
-
-/// Sends commands into a running loop from any thread.
-#[derive(Clone)]
-pub struct Handle {
-    shared: Arc<Shared>,
-}
-
-impl Handle {
-    /// Runs `f` on the loop thread with the engine, at the next wake; the engine's clock
-    /// is that wake's. Fails, and `f` is dropped without running, once the loop has
-    /// stopped: a command accepted here is run, unless the reactor is dropped without
-    /// [`Reactor::run`].
-    pub fn run(&self, f: impl FnOnce(&mut App<'_>) + Send + 'static) -> io::Result<()> {
-        self.push(Cmd::Run(Box::new(f)))
-    }
-
-    /// Runs `f` on the loop thread, like [`run`](Self::run), and waits for what it returns.
-    /// Fails if the loop has stopped (or stops before running it), and, at once, if called
-    /// from the thread running [`Reactor::run`] (a handler), which would wait for itself:
-    /// a handler has the [`App`] already.
-    pub fn call<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut App<'_>) -> T + Send + 'static,
-    ) -> io::Result<T> {
-        let on_loop = self
-            .shared
-            .queue
-            .lock()
-            .is_ok_and(|q| q.loop_thread == Some(std::thread::current().id()));
-        if on_loop {
-            return Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                "Handle::call from the loop's own thread would wait for itself",
-            ));
-        }
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.run(move |app| {
-            let _ = tx.send(f(app));
-        })?;
-        rx.recv().map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::NotConnected,
-                "the reactor's loop stopped before running the command",
-            )
-        })
-    }
-
-    /// Graceful shutdown: stop accepting, GOAWAY to every session, stop every client,
-    /// close each connection once flushed (bounded by the linger time); then
-    /// [`Reactor::run`] returns. Fails if the loop has stopped already.
-    pub fn shutdown(&self) -> io::Result<()> {
-        self.push(Cmd::Shutdown)
-    }
-
-    fn push(&self, cmd: Cmd) -> io::Result<()> {
-        let mut q = self
-            .shared
-            .queue
-            .lock()
-            .map_err(|_| io::Error::other("reactor command queue poisoned"))?;
-        if q.closed {
-            return Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "the reactor's loop has stopped",
-            ));
-        }
-        q.cmds.push_back(cmd);
-        drop(q);
-        self.shared.waker.wake()
     }
 }
 
@@ -190,6 +120,9 @@ struct Sock {
     blocked: bool,
     /// For accepted sockets: the peer's address, counted in the per-address limit.
     peer_ip: Option<IpAddr>,
+    /// For an accepted socket in the handshake: its listener (see
+    /// `ListenConfig::max_handshakes`).
+    handshaking: Option<usize>,
     /// A link's socket (a broker's, say): read before the others on every wake, since a
     /// broker that finds its output to us piling up disconnects us (Redis: 32 MB for a
     /// pub/sub client by default).
@@ -201,6 +134,10 @@ struct Listener {
     addr: SocketAddr,
     raw: bool,
     max_per_ip: Option<u32>,
+    rate: Option<Bucket>,
+    max_handshakes: Option<usize>,
+    /// Its accepted connections still in the handshake.
+    handshaking: usize,
 }
 
 /// The event loop. See the [module docs](self).
@@ -290,6 +227,9 @@ impl Reactor {
         }
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_reuse_address(true)?;
+        if cfg.reuse_port {
+            socket.set_reuse_port(true)?;
+        }
         socket.set_nonblocking(true)?;
         socket.bind(&addr.into())?;
         socket.listen(cfg.backlog)?;
@@ -304,6 +244,9 @@ impl Reactor {
             addr,
             raw: cfg.raw,
             max_per_ip: cfg.max_per_ip,
+            rate: cfg.accept_rate.map(|r| Bucket::new(r, self.now)),
+            max_handshakes: cfg.max_handshakes,
+            handshaking: 0,
         }));
         info!("listening on {addr}");
         Ok(addr)
@@ -491,6 +434,15 @@ impl Reactor {
                 if let Event::Server(ServerEvent::Opened { conn, peer, .. }) = &mut event {
                     // Once per session: the engine never sees a socket, this loop does.
                     *peer = self.peer_of(*conn);
+                    let listener = self
+                        .sockets
+                        .get_mut(conn.index())
+                        .and_then(Option::as_mut)
+                        .filter(|s| s.id == *conn)
+                        .and_then(|s| s.handshaking.take());
+                    if let Some(l) = listener {
+                        self.handshake_ended(l);
+                    }
                 }
                 handler.on_event(&mut App::new(&mut self.engine, self.now), event);
             }
@@ -509,6 +461,24 @@ impl Reactor {
             return;
         }
         loop {
+            let now = self.now;
+            let Some(Some(l)) = self.listeners.get_mut(listener) else {
+                return;
+            };
+            // Admission: what waits stays in the kernel's backlog, not refused; accepting
+            // resumes when a token is due or a handshake ends.
+            let full = l.max_handshakes.is_some_and(|max| l.handshaking >= max);
+            let wait = if full {
+                Some(ACCEPT_PAUSE)
+            } else {
+                l.rate.as_mut().and_then(|b| b.take(now).err())
+            };
+            if let Some(wait) = wait {
+                let until = now + wait;
+                self.accept_paused_until =
+                    Some(self.accept_paused_until.map_or(until, |t| t.min(until)));
+                return;
+            }
             let Some(Some(l)) = self.listeners.get(listener) else {
                 return;
             };
@@ -541,9 +511,12 @@ impl Reactor {
                     };
                     let _ = stream.set_nodelay(true);
                     let peer_ip = counted.then_some(ip);
+                    let raw = l.raw;
                     if let Err(e) = self.add_socket(conn, stream, false, peer_ip) {
                         warn!("cannot register {peer}: {e}");
                         self.engine.handle_closed(conn, self.now);
+                    } else if !raw {
+                        self.handshake_started(conn, listener);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -602,6 +575,7 @@ impl Reactor {
             *self.per_ip.entry(ip).or_default() += 1;
         }
         let first = self.engine.is_link(id);
+        let handshaking = None;
         self.links += usize::from(first);
         self.sockets[index] = Some(Sock {
             id,
@@ -610,6 +584,7 @@ impl Reactor {
             blocked: false,
             peer_ip,
             first,
+            handshaking,
         });
         Ok(())
     }
@@ -629,6 +604,9 @@ impl Reactor {
             return;
         };
         self.links -= usize::from(sock.first);
+        if let Some(l) = sock.handshaking {
+            self.handshake_ended(l);
+        }
         if let Some(ip) = sock.peer_ip {
             if let Some(n) = self.per_ip.get_mut(&ip) {
                 *n -= 1;
@@ -659,6 +637,32 @@ impl Reactor {
         (sock.id == conn)
             .then(|| sock.stream.peer_addr().ok())
             .flatten()
+    }
+
+    fn handshake_started(&mut self, conn: ConnId, listener: usize) {
+        let counted = self
+            .listeners
+            .get(listener)
+            .and_then(Option::as_ref)
+            .is_some_and(|l| l.max_handshakes.is_some());
+        if !counted {
+            return;
+        }
+        if let Some(Some(sock)) = self.sockets.get_mut(conn.index()) {
+            sock.handshaking = Some(listener);
+            if let Some(Some(l)) = self.listeners.get_mut(listener) {
+                l.handshaking += 1;
+            }
+        }
+    }
+
+    /// A connection of `listener` left the handshake (opened, or closed): room for one
+    /// more, so a pause for a full handshake cap ends now.
+    fn handshake_ended(&mut self, listener: usize) {
+        if let Some(Some(l)) = self.listeners.get_mut(listener) {
+            l.handshaking = l.handshaking.saturating_sub(1);
+        }
+        self.fd_freed();
     }
 
     /// A descriptor was closed: if accepting is paused for lack of them, retry now.
