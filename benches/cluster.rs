@@ -98,6 +98,8 @@ fn gateway(node: &str, redis: Option<u16>) -> SocketAddr {
             .map(|p| vec![SocketAddr::from(([127, 0, 0, 1], p))])
             .unwrap_or_default(),
         node: node.to_string(),
+        threads: 1,
+        reuse_port: false,
     };
     std::thread::spawn(move || server::run(opts).expect("gateway runs"));
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -424,7 +424,8 @@ fn out_of_file_descriptors_pauses_accepting_serves_existing_clients_and_recovers
     // A server process allowed 32 file descriptors.
     let mut cmd = Command::new("sh");
     cmd.arg("-c").arg(format!(
-        "ulimit -n 32 && exec '{}' server --listen {addr} --log info",
+        // One loop: each loop would log the episode once.
+        "ulimit -n 32 && exec '{}' server --listen {addr} --log info --threads 1",
         example().display()
     ));
     let mut server = Proc::spawn_cmd(cmd);

@@ -127,6 +127,17 @@ struct ServerArgs {
     /// order. Without it, this server stands alone.
     #[arg(long, value_delimiter = ',')]
     redis: Vec<String>,
+    /// Event loops (threads), each with its own listener on the address (SO_REUSEPORT);
+    /// users of different loops reach each other in the process. Default: one per core;
+    /// with --redis, one (each loop is a node of the cluster, named NODE/0, NODE/1, ...);
+    /// with --max-per-ip, one (the limit holds per loop).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Share the listen address with other echo-im servers started with --reuse-port too
+    /// (SO_REUSEPORT: the kernel spreads connections over them). Without it, an address in
+    /// use is an error.
+    #[arg(long)]
+    reuse_port: bool,
     /// This server's name, shown to clients (:info, and :users in a cluster): 1-64
     /// printable ASCII characters, no space or @ (default: its listen address).
     #[arg(long)]
@@ -218,6 +229,15 @@ fn main() {
                     .map(|s| resolve("--redis", s))
                     .collect::<Result<Vec<_>, _>>()
                     .unwrap_or_else(|e| refuse(&e)),
+                reuse_port: a.reuse_port,
+                // With --redis every loop is a node of its own: one unless asked.
+                threads: a.threads.unwrap_or_else(|| {
+                    if a.redis.is_empty() && a.max_per_ip == 0 {
+                        std::thread::available_parallelism().map_or(1, |n| n.get())
+                    } else {
+                        1
+                    }
+                }),
                 node: a
                     .node
                     .map(|n| {

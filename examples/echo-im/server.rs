@@ -4,14 +4,17 @@ use crate::cluster::{Cluster, Here, Outcome};
 use crate::proto::{valid_name, Push, Request, MAX_TEXT, NAME_RULE};
 use bytes::Bytes;
 use hashbrown::HashMap;
+use liveline::bus::{Bus, Hub, LocalBus};
 use liveline::config::Config;
 use liveline::engine::{App, Event, SendError, ServerEvent};
 use liveline::frame::{Code, Reason, Text};
 use liveline::link::{LinkConfig, LinkEvent, LinkState};
-use liveline::reactor::{ListenConfig, Reactor};
+use liveline::reactor::{ListenConfig, Loops, Reactor};
 use log::{debug, info, warn};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Server settings (flags of `echo-im server`).
@@ -31,7 +34,19 @@ pub struct ServerOptions {
     pub redis: Vec<SocketAddr>,
     /// This node's name in the cluster.
     pub node: String,
+    /// Loops (threads), each with its own listener on the address.
+    pub threads: usize,
+    /// Share the address with other processes started with it too (`SO_REUSEPORT`);
+    /// without it, an address in use is an error even though the loops share it.
+    pub reuse_port: bool,
 }
+
+/// In-process bus channels between the loops of one server: broadcasts, logins (so that
+/// a loop holding messages for a user who logged in elsewhere forwards them), and one
+/// channel per user logged in (`user:<name>`).
+const ALL: &[u8] = b"all";
+const LOGINS: &[u8] = b"logins";
+const USER: &str = "user:";
 
 /// The application timer of the cluster's once-a-second work.
 const CLUSTER_TICK: u64 = 1;
@@ -52,6 +67,13 @@ struct Chat {
     cluster: Option<Cluster>,
     /// This server's name (`--node`, else its listen address).
     node: String,
+    /// With several loops and no cluster: this loop's end of the in-process bus.
+    bus: Option<LocalBus>,
+    /// With a bus: the login number of each user logged in on this loop; a later login on
+    /// another loop (a higher number) replaces the session here.
+    logins: HashMap<String, u64>,
+    /// The server's login counter, shared by its loops.
+    login_seq: Arc<AtomicU64>,
 }
 
 impl Chat {
@@ -71,6 +93,12 @@ impl Chat {
                 self.flush_held(app, identity.as_str(), now);
                 if let Some(c) = self.cluster.as_mut() {
                     c.on_login(app, identity.as_str());
+                }
+                if let Some(bus) = self.bus.as_mut() {
+                    let seq = self.login_seq.fetch_add(1, Ordering::Relaxed) + 1;
+                    self.logins.insert(identity.to_string(), seq);
+                    bus.subscribe(format!("{USER}{identity}").as_bytes());
+                    let _ = bus.publish(LOGINS, format!("{identity} {seq}").as_bytes(), 0);
                 }
             }
             Event::Server(ServerEvent::Acked { identity, id, .. }) => {
@@ -114,6 +142,10 @@ impl Chat {
                         if let Some(c) = self.cluster.as_mut() {
                             c.on_logout(app, name.as_str());
                         }
+                        if let Some(bus) = self.bus.as_mut() {
+                            bus.unsubscribe(format!("{USER}{name}").as_bytes());
+                            self.logins.remove(name.as_str());
+                        }
                     }
                 }
                 None => info!("connection {conn} closed before login: {reason}"),
@@ -133,6 +165,7 @@ impl Chat {
                     let _ = app.ack_message(ack.0.as_str(), ack.1, ack.2);
                 }
             }
+            Event::Bus { channel, payload } => self.on_bus(app, &channel, payload, now),
             Event::Timer {
                 token: CLUSTER_TICK,
                 ..
@@ -193,6 +226,22 @@ impl Chat {
                         return true;
                     }
                 }
+                if let Some(bus) = self.bus.as_mut() {
+                    // Every loop, this one included, hears it on the bus.
+                    let others = bus
+                        .channels(USER.as_bytes())
+                        .iter()
+                        .any(|c| &c[USER.len()..] != from.as_bytes());
+                    let mut body = Vec::with_capacity(from.len() + 1 + push.len());
+                    body.extend_from_slice(from.as_bytes());
+                    body.push(b' ');
+                    body.extend_from_slice(&push);
+                    let _ = bus.publish(ALL, &body, 0);
+                    if !others {
+                        self.notice(app, from, "nobody else is online", now);
+                    }
+                    return false;
+                }
                 self.broadcast_here(app, from, push);
                 if app.sessions().all(|(user, _)| user.as_str() == from) {
                     self.notice(app, from, "nobody else is online", now);
@@ -210,6 +259,14 @@ impl Chat {
                         return true;
                     }
                 }
+                let elsewhere = self.bus.as_ref().is_some_and(|bus| {
+                    !bus.subscribers(format!("{USER}{to}").as_bytes()).is_empty()
+                });
+                if elsewhere && app.session_of(to).is_none() {
+                    // Logged in on another loop of this server.
+                    self.deliver(app, to, push, now);
+                    return false;
+                }
                 let online = app.session_of(to).is_some();
                 self.deliver(app, to, push, now);
                 if !online {
@@ -223,7 +280,14 @@ impl Chat {
             }
             Some(Request::Users) => {
                 let asked = self.cluster.as_mut().is_some_and(|c| c.users(app, from));
-                if !asked {
+                if let (false, Some(bus)) = (asked, self.bus.as_ref()) {
+                    let users = bus
+                        .channels(USER.as_bytes())
+                        .iter()
+                        .map(|c| String::from_utf8_lossy(&c[USER.len()..]).into_owned())
+                        .collect();
+                    self.send_users(app, from, users);
+                } else if !asked {
                     self.users_here(app, from);
                 }
             }
@@ -234,6 +298,67 @@ impl Chat {
             }
         }
         false
+    }
+
+    /// A message from another loop of this server.
+    fn on_bus(&mut self, app: &mut App<'_>, channel: &[u8], payload: Bytes, now: Instant) {
+        if channel == ALL {
+            // "<from> <push>"
+            let Some(space) = payload.iter().position(|&b| b == b' ') else {
+                return;
+            };
+            let from = String::from_utf8_lossy(&payload[..space]).into_owned();
+            self.broadcast_here(app, &from, payload.slice(space + 1..));
+        } else if channel == LOGINS {
+            // "<user> <login number>": a user logged in on some loop.
+            let text = String::from_utf8_lossy(&payload).into_owned();
+            let (user, seq) = text.split_once(' ').unwrap_or((&text, "0"));
+            let seq: u64 = seq.parse().unwrap_or(0);
+            if let Some(conn) = app.session_of(user) {
+                if self.logins.get(user).is_some_and(|&mine| mine < seq) {
+                    // A later login on another loop replaces this one; what this session
+                    // still had to deliver follows the user there.
+                    info!("kicked: {user}: logged in on another loop");
+                    let reason = Reason::new(Code::REPLACED, "logged in elsewhere");
+                    app.close(conn, reason);
+                    self.logins.remove(user);
+                    app.hand_back(user);
+                }
+            } else {
+                // What this loop holds for them goes there.
+                self.forward_held(app, user, now);
+            }
+        } else if let Some(user) = channel.strip_prefix(USER.as_bytes()) {
+            // Sent here for a user of this loop; held here if they left meanwhile.
+            let user = String::from_utf8_lossy(user).into_owned();
+            self.deliver_here(app, &user, payload, now);
+        }
+    }
+
+    /// Sends what this loop holds for `user` to the loop where they logged in.
+    fn forward_held(&mut self, app: &mut App<'_>, user: &str, now: Instant) {
+        let Some(bus) = self.bus.as_mut() else {
+            return;
+        };
+        let channel = format!("{USER}{user}");
+        if bus.subscribers(channel.as_bytes()).is_empty() {
+            return;
+        }
+        let Some(queue) = self.held.remove(user) else {
+            return;
+        };
+        let mut sent = 0;
+        for h in queue {
+            if now.duration_since(h.at) > self.held_age {
+                tell_sender(app, user, &h.payload, "it waited too long");
+                continue;
+            }
+            let _ = bus.publish(channel.as_bytes(), &h.payload, 0);
+            sent += 1;
+        }
+        if sent > 0 {
+            info!("delivering {sent} held message(s) to {user}");
+        }
     }
 
     /// Sends what is held for `user` while the session takes it, oldest first.
@@ -270,6 +395,19 @@ impl Chat {
     /// Sends to `user` if online and nothing older waits for them; holds it otherwise
     /// (bounded by count and age), so that the user sees messages in order.
     fn deliver(&mut self, app: &mut App<'_>, user: &str, payload: Bytes, now: Instant) {
+        if let Some(bus) = self.bus.as_mut() {
+            let channel = format!("{USER}{user}");
+            if app.session_of(user).is_none() && !bus.subscribers(channel.as_bytes()).is_empty() {
+                // Logged in on another loop of this server.
+                let _ = bus.publish(channel.as_bytes(), &payload, 0);
+                return;
+            }
+        }
+        self.deliver_here(app, user, payload, now);
+    }
+
+    /// As [`deliver`](Self::deliver), on this loop only: sent, or held.
+    fn deliver_here(&mut self, app: &mut App<'_>, user: &str, payload: Bytes, now: Instant) {
         let waiting = self.held.get(user).is_some_and(|q| !q.is_empty());
         let session = app.session_of(user);
         if let (Some(conn), false) = (session, waiting) {
@@ -401,6 +539,68 @@ fn message(origin: &str, from: &str, kind: &str, text: &str) -> Bytes {
 }
 
 pub fn run(opts: ServerOptions) -> std::io::Result<()> {
+    let threads = opts.threads.max(1);
+    // The loops of one standalone server meet on an in-process bus; with a cluster, each
+    // loop is a node of its own and they meet in Redis.
+    let hub = (threads > 1 && opts.redis.is_empty()).then(|| Hub::new(threads));
+    let bound: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+    let login_seq: Arc<AtomicU64> = Arc::default();
+    let setup_bound = Arc::clone(&bound);
+    let listen = opts.listen;
+    let loops = Loops::spawn(threads, move |i| {
+        let node = if threads > 1 {
+            format!("{}/{i}", opts.node)
+        } else {
+            opts.node.clone()
+        };
+        // The first loop binds (port 0 picks one); the others share its address.
+        let addr = setup_bound
+            .lock()
+            .map_err(|_| std::io::Error::other("a loop panicked"))?
+            .unwrap_or(opts.listen);
+        let (reactor, mut chat, bound_addr) =
+            start_loop(&opts, i, addr, node, hub.as_ref(), threads > 1)?;
+        chat.login_seq = Arc::clone(&login_seq);
+        if let Ok(mut b) = setup_bound.lock() {
+            *b = Some(bound_addr);
+        }
+        Ok((reactor, move |app: &mut App, event: Event| {
+            chat.on_event(app, event)
+        }))
+    })?;
+    let addr = bound.lock().ok().and_then(|b| *b).unwrap_or(listen);
+    // Printed on stdout so that scripts (and the demo) know the server is up.
+    println!("listening on {addr}");
+    if threads > 1 {
+        info!("{threads} loops share {addr}");
+    }
+    let handles: Vec<_> = loops.handles().to_vec();
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])?;
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            info!("signal {sig}: shutting down gracefully");
+            for h in &handles {
+                let _ = h.shutdown();
+            }
+        }
+    });
+    loops.join()?;
+    info!("stopped");
+    Ok(())
+}
+
+/// Loop `i`: its reactor, listening on `addr`, its chat, and the address it is bound to.
+fn start_loop(
+    opts: &ServerOptions,
+    i: usize,
+    addr: SocketAddr,
+    node: String,
+    hub: Option<&Hub>,
+    shared_port: bool,
+) -> std::io::Result<(Reactor, Chat, SocketAddr)> {
     let mut reactor = Reactor::new(opts.engine.clone())?;
     let token = opts.token.clone();
     reactor.engine().set_hello_hook(Box::new(move |hello| {
@@ -416,24 +616,22 @@ pub fn run(opts: ServerOptions) -> std::io::Result<()> {
     }));
     let listen = ListenConfig {
         max_per_ip: opts.max_per_ip,
+        reuse_port: shared_port || opts.reuse_port,
         ..ListenConfig::default()
     };
-    let addr = reactor.listen(opts.listen, listen).map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", opts.listen))
-    })?;
-    // Printed on stdout so that scripts (and the demo) know the server is up.
-    println!("listening on {addr}");
-    let handle = reactor.handle();
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])?;
-    std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
-            info!("signal {sig}: shutting down gracefully");
-            let _ = handle.shutdown();
-        }
-    });
+    // The loops share the port through SO_REUSEPORT, which would also let this process
+    // join another's listener: the first loop checks that the address is free for a socket
+    // that does not share, unless sharing with other processes was asked for.
+    let addr = if i == 0 && shared_port && !opts.reuse_port {
+        let probe = std::net::TcpListener::bind(addr)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        probe.local_addr()?
+    } else {
+        addr
+    };
+    let bound = reactor
+        .listen(addr, listen)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     let cluster = if opts.redis.is_empty() {
         None
     } else {
@@ -451,26 +649,28 @@ pub fn run(opts: ServerOptions) -> std::io::Result<()> {
             Some(Duration::from_secs(1)),
             CLUSTER_TICK,
         );
-        info!(
-            "node {} joins the cluster on redis {:?}",
-            opts.node, opts.redis
-        );
+        info!("node {node} joins the cluster on redis {:?}", opts.redis);
         Some(Cluster::new(
             link,
-            opts.node.clone(),
+            node.clone(),
             opts.max_held,
             opts.held_age,
         ))
     };
-    let mut chat = Chat {
+    let bus = hub.map(|hub| {
+        let mut bus = hub.member(i);
+        bus.attach(reactor.handle());
+        bus.subscribe(ALL);
+        bus.subscribe(LOGINS);
+        bus
+    });
+    let chat = Chat {
         max_held: opts.max_held,
         held_age: opts.held_age,
         cluster,
-        node: opts.node.clone(),
+        node,
+        bus,
         ..Chat::default()
     };
-    let mut handler = |app: &mut App, event: Event| chat.on_event(app, event);
-    reactor.run(&mut handler)?;
-    info!("stopped");
-    Ok(())
+    Ok((reactor, chat, bound))
 }

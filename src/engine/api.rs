@@ -61,6 +61,12 @@ impl<'a> App<'a> {
         self.engine.sessions()
     }
 
+    /// Hands back what `identity`'s latest session record still has to send; see
+    /// [`Engine::hand_back`].
+    pub fn hand_back(&mut self, identity: &str) -> usize {
+        self.engine.hand_back(identity)
+    }
+
     /// Queues a message of an in-process bus for this loop's handler; see
     /// [`Engine::post_bus`].
     pub fn post_bus(&mut self, channel: Bytes, payload: Bytes) {

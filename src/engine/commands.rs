@@ -61,6 +61,16 @@ impl Engine {
         Ok(())
     }
 
+    /// Server side: hands back, as [`ServerEvent::Failed`](super::ServerEvent::Failed) with
+    /// [`FailCause::Replaced`], what `identity`'s latest session record still has to send
+    /// (acknowledged or not by a device that is gone), and returns how many. For an
+    /// application that learned that the identity logged in elsewhere (another loop or
+    /// node) and closed its session here: the messages can follow it there.
+    pub fn hand_back(&mut self, identity: &str) -> usize {
+        self.store
+            .hand_back_identity(identity, FailCause::Replaced, &mut self.events)
+    }
+
     /// Queues [`Event::Bus`](super::Event::Bus) for the application: how an in-process bus
     /// ([`crate::bus::LocalBus`]) hands a message to this loop.
     pub fn post_bus(&mut self, channel: Bytes, payload: Bytes) {

@@ -373,6 +373,21 @@ impl SessionStore {
         }
     }
 
+    /// Hands back what `identity`'s current record still has to send; how many.
+    pub(super) fn hand_back_identity(
+        &mut self,
+        identity: &str,
+        cause: FailCause,
+        events: &mut VecDeque<Event>,
+    ) -> usize {
+        let Some(r) = self.current_by_str(identity) else {
+            return 0;
+        };
+        let n = self.get(r).send.len();
+        self.hand_back(r, cause, events);
+        n
+    }
+
     /// Hands back what every record still has to send (the server is going away).
     pub(super) fn hand_back_all(&mut self, cause: FailCause, events: &mut VecDeque<Event>) {
         let all: Vec<u32> = self.records.iter().map(|(r, _)| r as u32).collect();
