@@ -3,8 +3,13 @@
 //! end, how many sessions stayed up and how many reconnects there were.
 //!
 //! ```text
-//! cargo run --release --example hb_load -- ADDR CLIENTS PING_MS SECONDS
+//! cargo run --release --example hb_load -- ADDR CLIENTS PING_MS SECONDS [FROM,FROM...]
 //! ```
+//!
+//! `FROM`: local addresses to connect from, in turn (127.0.0.2,127.0.0.3,...), for more
+//! sessions to one server address than one source address has ephemeral ports. Every
+//! second it prints `t=<s> active=<n> connects=<n> losses=<n>`; at the end, the p99 round
+//! trip of the heartbeats.
 
 use bytes::Bytes;
 use liveline::config::Config;
@@ -33,12 +38,18 @@ fn main() -> std::io::Result<()> {
         ..Config::default()
     };
     let mut reactor = Reactor::new(cfg)?;
+    let from: Vec<std::net::IpAddr> = std::env::args()
+        .nth(5)
+        .map(|list| list.split(',').filter_map(|a| a.parse().ok()).collect())
+        .unwrap_or_default();
+    reactor.connect_from(from);
     let start = Instant::now();
     let ids: Vec<_> = (0..clients)
         .map(|i| {
             reactor.engine().add_client(
                 ClientConfig {
-                    identity: Text::from(format!("hb{i}")),
+                    // Unique across load processes: a second login of a name replaces the first.
+                    identity: Text::from(format!("hb{}-{i}", std::process::id())),
                     token: Bytes::new(),
                     servers: vec![addr],
                     instance: None,
@@ -47,31 +58,113 @@ fn main() -> std::io::Result<()> {
             )
         })
         .collect::<Result<_, _>>()?;
-    let (mut active, mut lost, mut pongs) = (0usize, 0usize, 0u64);
+    let (mut active, mut lost, mut failed_connects, mut pongs) = (0usize, 0usize, 0usize, 0u64);
     let mut all_up_at = None;
+    // The storm: from the first loss, when sessions came back (per 100 ms) and how long
+    // heartbeats took meanwhile.
+    let mut first_loss: Option<Instant> = None;
+    let mut back_slices: Vec<u32> = Vec::new();
+    let mut rtts_us: Vec<u32> = Vec::new();
+    let mut storm_rtts_us: Vec<u32> = Vec::new();
+    let mut back_at: Option<Duration> = None;
+    let mut next_report = start + Duration::from_secs(1);
     let end = start + Duration::from_secs(secs);
     while Instant::now() < end {
+        let now = Instant::now();
         let mut handler = |_: &mut App, e: Event| match e {
             Event::Client(ClientEvent::State {
                 state: ClientState::Active,
                 ..
-            }) => active += 1,
+            }) => {
+                active += 1;
+                if let Some(t) = first_loss {
+                    let slice = (now.duration_since(t).as_millis() / 100) as usize;
+                    if back_slices.len() <= slice {
+                        back_slices.resize(slice + 1, 0);
+                    }
+                    back_slices[slice] += 1;
+                }
+            }
             Event::Client(ClientEvent::State {
                 state: ClientState::Backoff,
+                reason,
                 ..
             }) => {
-                lost += 1;
-                active = active.saturating_sub(1);
+                // No session was lost: the attempt itself failed.
+                let connect = reason.as_ref().is_some_and(|r| {
+                    let t = r.text.as_str();
+                    t.starts_with("connect failed") || t.starts_with("connect timed out")
+                });
+                if connect {
+                    failed_connects += 1;
+                } else {
+                    lost += 1;
+                    active = active.saturating_sub(1);
+                    first_loss.get_or_insert(now);
+                }
             }
-            Event::Client(ClientEvent::Rtt { .. }) => pongs += 1,
+            Event::Client(ClientEvent::Rtt { rtt, .. }) => {
+                pongs += 1;
+                let us = rtt.as_micros().min(u128::from(u32::MAX)) as u32;
+                if first_loss.is_some() && back_at.is_none() {
+                    storm_rtts_us.push(us);
+                } else {
+                    rtts_us.push(us);
+                }
+            }
             _ => {}
         };
-        reactor.turn(&mut handler, Some(Duration::from_millis(100)))?;
+        reactor.turn(&mut handler, Some(Duration::from_millis(50)))?;
         if all_up_at.is_none() && active == clients {
             all_up_at = Some(start.elapsed());
             println!("all {clients} sessions up after {:?}", start.elapsed());
         }
+        if let (Some(t), None) = (first_loss, back_at) {
+            if active == clients {
+                back_at = Some(t.elapsed());
+                println!(
+                    "all {clients} sessions back {:?} after the first loss",
+                    t.elapsed()
+                );
+            }
+        }
+        if Instant::now() >= next_report {
+            next_report += Duration::from_secs(1);
+            println!(
+                "t={} active={active} losses={lost} failed_connects={failed_connects}",
+                start.elapsed().as_secs()
+            );
+        }
     }
+    let p99 = |v: &mut Vec<u32>| {
+        v.sort_unstable();
+        v.get(v.len().saturating_sub(1) * 99 / 100)
+            .copied()
+            .unwrap_or(0)
+    };
+    if first_loss.is_some() {
+        let slices: Vec<String> = back_slices.iter().map(u32::to_string).collect();
+        println!(
+            "reconnects per 100 ms after the first loss: {}",
+            slices.join(" ")
+        );
+        println!(
+            "heartbeat round trip p99 during the storm: {} us ({} samples)",
+            p99(&mut storm_rtts_us),
+            storm_rtts_us.len()
+        );
+    }
+    println!(
+        "heartbeat round trip p99 outside it: {} us ({} samples)",
+        p99(&mut rtts_us),
+        rtts_us.len()
+    );
+    let mut states = std::collections::BTreeMap::new();
+    for &c in &ids {
+        let state = reactor.engine().client_info(c).map(|i| i.state);
+        *states.entry(format!("{state:?}")).or_insert(0usize) += 1;
+    }
+    println!("states at the end: {states:?}");
     let up = ids
         .iter()
         .filter(|&&c| {
@@ -81,6 +174,6 @@ fn main() -> std::io::Result<()> {
                 .is_some_and(|i| i.state == ClientState::Active)
         })
         .count();
-    println!("clients={clients} up={up} losses={lost} pongs={pongs} ping_ms={ping_ms} secs={secs}");
+    println!("clients={clients} up={up} losses={lost} failed_connects={failed_connects} pongs={pongs} ping_ms={ping_ms} secs={secs}");
     Ok(())
 }

@@ -2,8 +2,11 @@
 //! `scripts/hb-bench.sh`, next to `tokio_hb_server`.
 //!
 //! ```text
-//! cargo run --release --example hb_server -- 127.0.0.1:9000
+//! cargo run --release --example hb_server -- 127.0.0.1:9000 [reuse] [ACCEPTS_PER_S]
 //! ```
+//!
+//! `reuse`: share the port with other processes (`SO_REUSEPORT`); `ACCEPTS_PER_S`: pace
+//! accepts (a reconnect storm waits in the backlog).
 
 use liveline::config::Config;
 use liveline::engine::{App, Event};
@@ -17,7 +20,14 @@ fn main() -> std::io::Result<()> {
         .parse()
         .map_err(|e| std::io::Error::other(format!("address: {e}")))?;
     let mut reactor = Reactor::new(Config::default())?;
-    let addr = reactor.listen(addr, ListenConfig::default())?;
+    let reuse_port = std::env::args().nth(2).is_some_and(|a| a == "reuse");
+    let accept_rate = std::env::args().nth(3).and_then(|r| r.parse().ok());
+    let listen = ListenConfig {
+        reuse_port,
+        accept_rate,
+        ..ListenConfig::default()
+    };
+    let addr = reactor.listen(addr, listen)?;
     println!("listening on {addr}");
     let mut ignore = |_: &mut App, _: Event| {};
     reactor.run(&mut ignore)

@@ -37,10 +37,15 @@ fn users_on_different_loops_of_one_server_reach_each_other() {
     first.0.send(&format!(":to {second_name} across loops"));
     second.expect(|l| l == "[u0 -> you] across loops");
     second.send(":to u0 and back");
-    first.0.expect(|l| l == format!("[{second_name} -> you] and back"));
+    first
+        .0
+        .expect(|l| l == format!("[{second_name} -> you] and back"));
     second.send(":users");
     let users = second.expect(|l| l.starts_with("online: "));
-    assert!(users.contains("u0") && users.contains(&second_name), "{users}");
+    assert!(
+        users.contains("u0") && users.contains(&second_name),
+        "{users}"
+    );
 
     // Held on u0's loop for an offline user, delivered wherever they log in.
     first.0.send(":to zed held for later");
@@ -50,7 +55,9 @@ fn users_on_different_loops_of_one_server_reach_each_other() {
 
     // A newer login of u0, on whichever loop, replaces the older.
     let (mut again, _) = client_on_loop("u0", addr);
-    first.0.expect(|l| l.starts_with("stopped: logged in elsewhere"));
+    first
+        .0
+        .expect(|l| l.starts_with("stopped: logged in elsewhere"));
     second.send(":to u0 to the new one");
     again.expect(|l| l == format!("[{second_name} -> you] to the new one"));
 }

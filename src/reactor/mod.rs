@@ -155,6 +155,9 @@ pub struct Reactor {
     ready: Vec<Ready>,
     /// Sockets of links open (see `Sock::first`).
     links: usize,
+    /// Source addresses for outbound connections (see `connect_from`).
+    sources: Vec<IpAddr>,
+    next_source: usize,
     accept_paused_until: Option<Instant>,
     /// In an episode of descriptor exhaustion (logged once per episode).
     out_of_fds: bool,
@@ -192,6 +195,8 @@ impl Reactor {
             again: Vec::new(),
             ready: Vec::new(),
             links: 0,
+            sources: Vec::new(),
+            next_source: 0,
             accept_paused_until: None,
             out_of_fds: false,
             per_ip: HashMap::new(),
@@ -539,9 +544,38 @@ impl Reactor {
         }
     }
 
+    /// Outbound connections leave from these local addresses, in turn (port chosen by the
+    /// kernel): a host holds more connections to one server address than one source
+    /// address has ephemeral ports (about 28,000 on Linux) by spreading them over several
+    /// (on loopback: 127.0.0.2, 127.0.0.3, ...). Empty (the default): the kernel chooses.
+    pub fn connect_from(&mut self, sources: Vec<IpAddr>) {
+        self.sources = sources;
+    }
+
+    /// A non-blocking connect to `addr`, from the next source address if any.
+    fn open(&mut self, addr: SocketAddr) -> io::Result<TcpStream> {
+        if self.sources.is_empty() {
+            return TcpStream::connect(addr);
+        }
+        use socket2::{Domain, Protocol, Socket, Type};
+        let from = self.sources[self.next_source % self.sources.len()];
+        self.next_source = self.next_source.wrapping_add(1);
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&SocketAddr::new(from, 0).into())?;
+        match socket.connect(&addr.into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc_einprogress()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        Ok(TcpStream::from_std(socket.into()))
+    }
+
     fn connect(&mut self, conn: ConnId, addr: SocketAddr) {
-        let result =
-            TcpStream::connect(addr).and_then(|stream| self.add_socket(conn, stream, true, None));
+        let result = self
+            .open(addr)
+            .and_then(|stream| self.add_socket(conn, stream, true, None));
         if let Err(e) = result {
             debug!("{conn}: connect to {addr}: {e}");
             self.engine
@@ -808,4 +842,14 @@ enum Loss {
 fn is_fd_exhaustion(e: &io::Error) -> bool {
     // EMFILE (per process) and ENFILE (system wide).
     matches!(e.raw_os_error(), Some(24) | Some(23))
+}
+
+/// `EINPROGRESS`: a non-blocking connect under way (Linux and the BSDs agree on 115/36;
+/// std does not name it).
+fn libc_einprogress() -> i32 {
+    if cfg!(target_os = "linux") {
+        115
+    } else {
+        36
+    }
 }
