@@ -35,6 +35,12 @@ fn main() -> std::io::Result<()> {
         ping_interval: Duration::from_millis(ping_ms),
         max_connections: clients + 16,
         connect_timeout: Duration::from_secs(10),
+        // The first retry within 2 s, not 200 ms: thousands of sessions of a server that
+        // died come back spread over the window instead of at once.
+        backoff: liveline::backoff::Backoff {
+            initial: Duration::from_secs(2),
+            max: Duration::from_secs(10),
+        },
         ..Config::default()
     };
     let mut reactor = Reactor::new(cfg)?;
@@ -63,6 +69,7 @@ fn main() -> std::io::Result<()> {
     // The storm: from the first loss, when sessions came back (per 100 ms) and how long
     // heartbeats took meanwhile.
     let mut first_loss: Option<Instant> = None;
+    let mut reasons = std::collections::BTreeMap::new();
     let mut back_slices: Vec<u32> = Vec::new();
     let mut rtts_us: Vec<u32> = Vec::new();
     let mut storm_rtts_us: Vec<u32> = Vec::new();
@@ -90,6 +97,11 @@ fn main() -> std::io::Result<()> {
                 reason,
                 ..
             }) => {
+                if let Some(r) = reason.as_ref() {
+                    let text = r.text.as_str();
+                    let key = text.split(':').next().unwrap_or(text).to_string();
+                    *reasons.entry(key).or_insert(0usize) += 1;
+                }
                 // No session was lost: the attempt itself failed.
                 let connect = reason.as_ref().is_some_and(|r| {
                     let t = r.text.as_str();
@@ -165,6 +177,7 @@ fn main() -> std::io::Result<()> {
         *states.entry(format!("{state:?}")).or_insert(0usize) += 1;
     }
     println!("states at the end: {states:?}");
+    println!("why connections ended or attempts failed: {reasons:?}");
     let up = ids
         .iter()
         .filter(|&&c| {

@@ -12,12 +12,17 @@ pub const LIMIT: Duration = Duration::from_secs(15);
 
 /// The example binary cargo built next to this test (target/<profile>/examples/).
 pub fn example() -> PathBuf {
+    example_named("echo-im")
+}
+
+/// Another example binary, by name.
+pub fn example_named(name: &str) -> PathBuf {
     let mut p = std::env::current_exe().expect("test path");
     p.pop();
     if p.ends_with("deps") {
         p.pop();
     }
-    p.join("examples").join("echo-im")
+    p.join("examples").join(name)
 }
 
 pub fn free_addr() -> SocketAddr {
