@@ -23,9 +23,6 @@ fn main() -> std::io::Result<()> {
     let reuse_port = std::env::args().nth(2).is_some_and(|a| a == "reuse");
     let accept_rate = std::env::args().nth(3).and_then(|r| r.parse().ok());
     let listen = ListenConfig {
-        // A storm of reconnects queues here while earlier ones are accepted (the kernel
-        // caps it at net.core.somaxconn).
-        backlog: 4096,
         reuse_port,
         accept_rate,
         ..ListenConfig::default()
