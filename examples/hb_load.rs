@@ -35,10 +35,10 @@ fn main() -> std::io::Result<()> {
         ping_interval: Duration::from_millis(ping_ms),
         max_connections: clients + 16,
         connect_timeout: Duration::from_secs(10),
-        // The first retry within 2 s, not 200 ms: thousands of sessions of a server that
+        // The first retry within 5 s, not 200 ms: thousands of sessions of a server that
         // died come back spread over the window instead of at once.
         backoff: liveline::backoff::Backoff {
-            initial: Duration::from_secs(2),
+            initial: Duration::from_secs(5),
             max: Duration::from_secs(10),
         },
         ..Config::default()

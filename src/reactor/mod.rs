@@ -461,89 +461,6 @@ impl Reactor {
         }
     }
 
-    fn accept(&mut self, listener: usize) {
-        if self.stopping || self.accept_paused_until.is_some() {
-            return;
-        }
-        loop {
-            let now = self.now;
-            let Some(Some(l)) = self.listeners.get_mut(listener) else {
-                return;
-            };
-            // Admission: what waits stays in the kernel's backlog, not refused; accepting
-            // resumes when a token is due or a handshake ends.
-            let full = l.max_handshakes.is_some_and(|max| l.handshaking >= max);
-            let wait = if full {
-                Some(ACCEPT_PAUSE)
-            } else {
-                l.rate.as_mut().and_then(|b| b.take(now).err())
-            };
-            if let Some(wait) = wait {
-                let until = now + wait;
-                self.accept_paused_until =
-                    Some(self.accept_paused_until.map_or(until, |t| t.min(until)));
-                return;
-            }
-            let Some(Some(l)) = self.listeners.get(listener) else {
-                return;
-            };
-            match l.inner.accept() {
-                Ok((stream, peer)) => {
-                    if self.out_of_fds {
-                        self.out_of_fds = false;
-                        info!("file descriptors available: accepting again");
-                    }
-                    let ip = peer.ip();
-                    if let Some(max) = l.max_per_ip {
-                        let open = self.per_ip.get(&ip).copied().unwrap_or(0);
-                        if open >= max {
-                            debug!("refused {peer}: {open} connections from {ip} already");
-                            continue; // dropping the stream closes it
-                        }
-                    }
-                    let counted = l.max_per_ip.is_some();
-                    let accepted = if l.raw {
-                        self.engine.handle_accept_raw(self.now)
-                    } else {
-                        self.engine.handle_accept(self.now)
-                    };
-                    let conn = match accepted {
-                        Ok(conn) => conn,
-                        Err(reason) => {
-                            debug!("refused {peer}: {reason}");
-                            continue; // dropping the stream closes it
-                        }
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let peer_ip = counted.then_some(ip);
-                    let raw = l.raw;
-                    if let Err(e) = self.add_socket(conn, stream, false, peer_ip) {
-                        warn!("cannot register {peer}: {e}");
-                        self.engine.handle_closed(conn, self.now);
-                    } else if !raw {
-                        self.handshake_started(conn, listener);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_fd_exhaustion(&e) => {
-                    // Accepting again at once would spin: the pending connection stays
-                    // queued until a descriptor frees up (a close, or the retry timer).
-                    if !self.out_of_fds {
-                        self.out_of_fds = true;
-                        warn!("out of file descriptors ({e}): accepting paused, retrying every {ACCEPT_PAUSE:?} and whenever a connection closes");
-                    }
-                    self.accept_paused_until = Some(self.now + ACCEPT_PAUSE);
-                    return;
-                }
-                Err(e) => {
-                    // Per-connection failures (e.g. ECONNABORTED): skip that one.
-                    debug!("accept: {e}");
-                }
-            }
-        }
-    }
-
     /// Outbound connections leave from these local addresses, in turn (port chosen by the
     /// kernel): a host holds more connections to one server address than one source
     /// address has ephemeral ports (about 28,000 on Linux) by spreading them over several
@@ -671,39 +588,6 @@ impl Reactor {
         (sock.id == conn)
             .then(|| sock.stream.peer_addr().ok())
             .flatten()
-    }
-
-    fn handshake_started(&mut self, conn: ConnId, listener: usize) {
-        let counted = self
-            .listeners
-            .get(listener)
-            .and_then(Option::as_ref)
-            .is_some_and(|l| l.max_handshakes.is_some());
-        if !counted {
-            return;
-        }
-        if let Some(Some(sock)) = self.sockets.get_mut(conn.index()) {
-            sock.handshaking = Some(listener);
-            if let Some(Some(l)) = self.listeners.get_mut(listener) {
-                l.handshaking += 1;
-            }
-        }
-    }
-
-    /// A connection of `listener` left the handshake (opened, or closed): room for one
-    /// more, so a pause for a full handshake cap ends now.
-    fn handshake_ended(&mut self, listener: usize) {
-        if let Some(Some(l)) = self.listeners.get_mut(listener) {
-            l.handshaking = l.handshaking.saturating_sub(1);
-        }
-        self.fd_freed();
-    }
-
-    /// A descriptor was closed: if accepting is paused for lack of them, retry now.
-    fn fd_freed(&mut self) {
-        if self.accept_paused_until.is_some() {
-            self.accept_paused_until = Some(self.now);
-        }
     }
 
     fn on_socket(&mut self, index: usize, ready: Ready) {
