@@ -75,6 +75,7 @@ fn main() -> std::io::Result<()> {
     let mut storm_rtts_us: Vec<u32> = Vec::new();
     let mut back_at: Option<Duration> = None;
     let mut next_report = start + Duration::from_secs(1);
+    let mut next_recount = start;
     let end = start + Duration::from_secs(secs);
     while Instant::now() < end {
         let now = Instant::now();
@@ -130,6 +131,20 @@ fn main() -> std::io::Result<()> {
         if all_up_at.is_none() && active == clients {
             all_up_at = Some(start.elapsed());
             println!("all {clients} sessions up after {:?}", start.elapsed());
+        }
+        if first_loss.is_some() && back_at.is_none() && Instant::now() >= next_recount {
+            // The engine's own states, every 100 ms while sessions are coming back: the
+            // count of events can miss a transition that a later one undid.
+            next_recount = Instant::now() + Duration::from_millis(100);
+            active = ids
+                .iter()
+                .filter(|&&c| {
+                    reactor
+                        .engine()
+                        .client_info(c)
+                        .is_some_and(|i| i.state == ClientState::Active)
+                })
+                .count();
         }
         if let (Some(t), None) = (first_loss, back_at) {
             if active == clients {
