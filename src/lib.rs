@@ -116,6 +116,7 @@ pub mod redis;
 pub mod resp;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod tls;
 
 /// Declares building blocks that are not API: public (and hidden from the docs) only with
 /// the `internals` feature, for this crate's benchmarks and tests.

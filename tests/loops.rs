@@ -155,7 +155,7 @@ fn server(listen: ListenConfig) -> (SocketAddr, Loops) {
     let addr = free_addr();
     let loops = Loops::spawn(1, move |_| {
         let mut reactor = Reactor::new(Config::default())?;
-        reactor.listen(addr, listen)?;
+        reactor.listen(addr, listen.clone())?;
         Ok((reactor, |_: &mut App, _: Event| {}))
     })
     .unwrap();

@@ -6,7 +6,7 @@ use super::conn::{ConnState, Expiry, Role};
 use super::event::{Event, ServerEvent};
 use super::handle::Io;
 use super::Engine;
-use crate::frame::{Code, Frame, Reason};
+use crate::frame::{Code, Frame, Reason, Text};
 use crate::wheel::TimerKey;
 use log::debug;
 
@@ -50,11 +50,38 @@ impl Engine {
         if let Some(b) = c.bufs.as_mut() {
             b.inbuf.clear();
         }
-        if c.bufs.as_ref().is_none_or(|b| b.out.is_empty()) {
+        let gen = c.gen;
+        let plain_waits = c.bufs.as_ref().is_some_and(|b| !b.out.is_empty());
+        let c = &mut self.conns[index];
+        let wire_waits = self.secure.get_mut(index, gen).is_some_and(|s| {
+            // The last frames, then close_notify behind them.
+            if let Some(b) = c.bufs.as_mut() {
+                let _ = super::secure::seal(s, &mut b.out);
+            }
+            s.tls.close(&mut s.wire);
+            !s.wire.is_empty()
+        });
+        if !plain_waits && !wire_waits {
             self.release(index);
         } else {
             self.rearm(index);
+            self.schedule_transmit(index);
         }
+    }
+
+    /// TLS failed on connection `index`: the session ends, and the connection lives only to
+    /// send the alert the TLS layer queued (within the linger time).
+    pub(super) fn tls_failed(&mut self, index: usize, e: crate::tls::TlsError) {
+        debug!("{}: TLS failed: {e}", self.id_of(index));
+        let reason = Reason {
+            code: Code::PROTOCOL_VIOLATION,
+            text: Text::from(format!("TLS: {e}")),
+        };
+        if let Some(b) = self.conns[index].bufs.as_mut() {
+            // Nothing more can be sealed on a failed TLS connection.
+            b.out.clear();
+        }
+        self.linger(index, reason);
     }
 
     /// Ends the session (if not yet) and forgets the connection at once.
@@ -110,6 +137,9 @@ impl Engine {
     pub(super) fn release(&mut self, index: usize) {
         let conn = self.id_of(index);
         let mut c = self.conns.remove(index);
+        if !self.secure.is_empty() {
+            self.secure.remove(index);
+        }
         // A login still waiting for a verdict (the connection hung up, or timed out).
         if self.logins.is_waiting() {
             self.logins.forget(index as u32, c.gen);

@@ -4,7 +4,9 @@
 use super::client::ClientRecord;
 use super::closing::Lost;
 use super::conn::{Conn, ConnState, Role};
-use super::event::{ClientConfig, ClientInfo, ClientState, FailCause, HelloHook, SendError};
+use super::event::{
+    ClientConfig, ClientInfo, ClientState, ClientTls, FailCause, HelloHook, SendError,
+};
 use super::handle::{ClientId, ConnId, TimerId};
 use super::outbound::NotQueued;
 use super::Engine;
@@ -289,6 +291,28 @@ impl Engine {
     /// sent: an empty identity or one over 255 bytes, no server, or a HELLO larger than the
     /// frame limit.
     pub fn add_client(&mut self, cfg: ClientConfig, now: Instant) -> Result<ClientId, ConfigError> {
+        self.start_client(cfg, None, now)
+    }
+
+    /// Starts a client whose connections carry TLS under the protocol: as
+    /// [`add_client`](Self::add_client), with every server's certificate checked against
+    /// `tls` (a failed check is a connect failure, with its reason, and the client moves on
+    /// along its server list).
+    pub fn add_client_tls(
+        &mut self,
+        cfg: ClientConfig,
+        tls: ClientTls,
+        now: Instant,
+    ) -> Result<ClientId, ConfigError> {
+        self.start_client(cfg, Some(tls), now)
+    }
+
+    fn start_client(
+        &mut self,
+        cfg: ClientConfig,
+        tls: Option<ClientTls>,
+        now: Instant,
+    ) -> Result<ClientId, ConfigError> {
         self.set_now(now);
         ClientRecord::check(&cfg, self.cfg.max_frame_len)?;
         let instance = cfg.instance.unwrap_or_else(|| self.ids.next_u64());
@@ -298,6 +322,9 @@ impl Engine {
         let client = ClientRecord::new(&cfg, gen, instance, servers, self.cfg.max_frame_len);
         let index = self.clients.insert(client);
         let id = self.client_id(index);
+        if let Some(tls) = tls {
+            self.client_tls.insert(index as u32, tls);
+        }
         self.start_connect(index);
         Ok(id)
     }

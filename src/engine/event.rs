@@ -303,6 +303,17 @@ impl fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
+/// TLS for a client's connections ([`Engine::add_client_tls`](crate::engine::Engine::add_client_tls)):
+/// the settings ([`crate::tls::client_config`] makes them from a CA's PEM) and the name the
+/// servers' certificates must carry.
+#[derive(Clone, Debug)]
+pub struct ClientTls {
+    /// rustls client settings, shared by every connection (and their session tickets).
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    /// The server name to verify (and to send in SNI).
+    pub server_name: rustls_pki_types::ServerName<'static>,
+}
+
 /// What a client needs to know to start.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {

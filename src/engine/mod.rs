@@ -87,14 +87,15 @@ mod links;
 mod login;
 mod outbound;
 mod rx;
+mod secure;
 mod store;
 mod supervisor;
 mod timers;
 
 pub use api::{App, Client, Session};
 pub use event::{
-    ClientConfig, ClientEvent, ClientInfo, ClientState, Event, FailCause, HelloHook, Retry,
-    SendError, ServerEvent,
+    ClientConfig, ClientEvent, ClientInfo, ClientState, ClientTls, Event, FailCause, HelloHook,
+    Retry, SendError, ServerEvent,
 };
 pub use handle::{ClientId, ConnId, Io, LinkId, TimerId};
 
@@ -108,6 +109,7 @@ use conn::{Conn, ConnState, Pool, Role};
 use links::LinkRecord;
 use log::warn;
 use login::Logins;
+use secure::{Opened, SecureTable};
 use slab::Slab;
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
@@ -139,6 +141,10 @@ pub struct Engine {
     clients: Slab<ClientRecord>,
     /// Links of the application's own protocols.
     links: Slab<LinkRecord>,
+    /// TLS state of the connections that carry it.
+    secure: SecureTable,
+    /// TLS settings of the clients that use it, by client index.
+    client_tls: hashbrown::HashMap<u32, ClientTls>,
     /// The server side's session records.
     store: SessionStore,
     /// Application timers.
@@ -215,6 +221,8 @@ impl Engine {
             conns: Slab::new(),
             clients: Slab::new(),
             links: Slab::new(),
+            secure: SecureTable::default(),
+            client_tls: hashbrown::HashMap::new(),
             timers: AppTimers::default(),
             doomed: Vec::new(),
             draining: Drains::default(),
@@ -357,6 +365,22 @@ impl Engine {
         Ok(())
     }
 
+    /// A TLS listener accepted a socket: as [`handle_accept`](Self::handle_accept), with a
+    /// TLS handshake under the protocol's (the handshake deadline covers both).
+    pub fn handle_accept_tls(
+        &mut self,
+        config: std::sync::Arc<rustls::ServerConfig>,
+        now: Instant,
+    ) -> Result<ConnId, Reason> {
+        let tls = crate::tls::Tls::server(config).map_err(|e| {
+            warn!("TLS settings refused: {e}");
+            Reason::new(Code::INTERNAL_ERROR, "TLS settings refused")
+        })?;
+        let conn = self.handle_accept(now)?;
+        self.secure.insert(conn.index as usize, conn.gen, tls);
+        Ok(conn)
+    }
+
     /// A listener in raw mode accepted a socket: its bytes are handed to the application
     /// as [`Event::Raw`] and written with [`send_raw`](Self::send_raw), with no framing,
     /// session or idle tracking (the outbound bounds still apply).
@@ -392,6 +416,12 @@ impl Engine {
         c.deadline = Some(deadline);
         c.idle.record_read(self.tick);
         self.rearm(index);
+        if let Some(s) = self.secure.get_mut(index, conn.gen) {
+            // The ClientHello first; HELLO is sealed once the handshake allows.
+            if let Err(e) = s.tls.start(&mut s.wire) {
+                return self.tls_failed(index, e);
+            }
+        }
         self.queue_frame(index, &Frame::Hello(Box::new(hello)));
     }
 
@@ -430,6 +460,31 @@ impl Engine {
             return;
         }
         c.idle.record_read(self.tick);
+        if !self.secure.is_empty() {
+            match self.secure.open(index, conn.gen, bytes) {
+                Opened::Plain => {}
+                Opened::Closed => {
+                    let reason = Reason::new(Code::NO_ERROR, "peer closed TLS (close_notify)");
+                    return self.finish(index, reason, Lost::Failed);
+                }
+                Opened::Failed(e) => return self.tls_failed(index, e),
+            }
+            if self.secure.get(index, conn.gen).is_some() {
+                self.schedule_transmit(index);
+                let plain = std::mem::take(&mut self.secure.plain);
+                if !plain.is_empty() {
+                    self.read_plain(index, conn, &plain);
+                }
+                self.secure.plain = plain;
+                return;
+            }
+        }
+        self.read_plain(index, conn, bytes);
+    }
+
+    /// Bytes of the connection's own protocol (decrypted, if it carries TLS).
+    fn read_plain(&mut self, index: usize, conn: ConnId, bytes: &[u8]) {
+        let c = &mut self.conns[index];
         if let Role::Link { link } = c.role {
             return self.link_read(index, link as usize, bytes);
         }
@@ -471,6 +526,31 @@ impl Engine {
             return;
         }
         let index = conn.index as usize;
+        if let Some(s) = self.secure.get_mut(index, conn.gen) {
+            let n = n.min(s.wire.len());
+            if n > 0 {
+                self.conns[index].idle.record_write(self.tick);
+                if n == s.wire.len() {
+                    s.wire.clear();
+                } else {
+                    s.wire.advance(n);
+                }
+            }
+            let flushed = s.wire.is_empty();
+            self.pump(index);
+            if self.conns[index].congested {
+                self.check_water(index);
+            }
+            let c = &self.conns[index];
+            if flushed && c.bufs.as_ref().is_none_or(|b| b.out.is_empty()) {
+                if c.state == ConnState::Closing {
+                    self.release(index);
+                } else {
+                    self.recycle(index);
+                }
+            }
+            return;
+        }
         let c = &mut self.conns[index];
         let Some(b) = c.bufs.as_mut() else { return };
         let n = n.min(b.out.len());
@@ -549,6 +629,21 @@ impl Engine {
                 .filter(|c| c.gen == id.gen)
             {
                 c.pending_transmit = false;
+                if !self.secure.is_empty() {
+                    if let Some(s) = self.secure.get_mut(id.index as usize, id.gen) {
+                        // Frames queued in plaintext are sealed now, in as few records as
+                        // the TLS layer makes of them.
+                        if let Some(b) = c.bufs.as_mut() {
+                            if let Err(e) = secure::seal(s, &mut b.out) {
+                                warn!("{id}: not sealed: {e}");
+                            }
+                        }
+                        if !s.wire.is_empty() {
+                            return Some(id);
+                        }
+                        continue;
+                    }
+                }
                 if c.bufs.as_ref().is_some_and(|b| !b.out.is_empty()) {
                     return Some(id);
                 }
@@ -560,6 +655,9 @@ impl Engine {
 
     /// The bytes waiting to be written to `conn` (empty if none or gone).
     pub fn outbound(&self, conn: ConnId) -> &[u8] {
+        if let Some(s) = self.secure.get(conn.index as usize, conn.gen) {
+            return &s.wire[..];
+        }
         self.conn(conn)
             .and_then(|c| c.bufs.as_ref())
             .map_or(&[], |b| &b.out[..])

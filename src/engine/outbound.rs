@@ -124,15 +124,22 @@ impl Engine {
         self.events.push_back(event);
     }
 
-    /// Schedules the write and enforces the outbound bounds.
-    pub(super) fn after_queue(&mut self, index: usize) {
+    /// Lists the connection for `poll_transmit` (once).
+    pub(super) fn schedule_transmit(&mut self, index: usize) {
         let id = self.id_of(index);
-        let cap = self.cfg.outbound_cap;
         let c = &mut self.conns[index];
         if !c.pending_transmit {
             c.pending_transmit = true;
             self.transmit.push_back(id);
         }
+    }
+
+    /// Schedules the write and enforces the outbound bounds.
+    pub(super) fn after_queue(&mut self, index: usize) {
+        let id = self.id_of(index);
+        let cap = self.cfg.outbound_cap;
+        self.schedule_transmit(index);
+        let c = &mut self.conns[index];
         let queued = c.queued();
         if queued > cap {
             // Decided here, done at the next settling point: the caller may still be

@@ -51,6 +51,19 @@ impl Engine {
             Some(deadline),
         );
         let conn = self.id_of(index);
+        if let Some(t) = self.client_tls.get(&(ci as u32)) {
+            match crate::tls::Tls::client(t.config.clone(), t.server_name.clone()) {
+                Ok(tls) => self.secure.insert(index, conn.gen, tls),
+                Err(e) => {
+                    let reason = Reason {
+                        code: Code::INTERNAL_ERROR,
+                        text: crate::frame::Text::from(format!("TLS settings refused: {e}")),
+                    };
+                    self.release(index);
+                    return self.stop_client(ci, reason);
+                }
+            }
+        }
         let k = &mut self.clients[ci];
         k.conn = Some(conn);
         k.state = ClientState::Connecting;
@@ -135,6 +148,7 @@ impl Engine {
         }
         self.client_event(ci, ClientState::Closed, Some(reason));
         self.clients.remove(ci);
+        self.client_tls.remove(&(ci as u32));
         self.draining.remove(ci);
     }
 

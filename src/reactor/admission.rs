@@ -6,6 +6,7 @@ use super::{is_fd_exhaustion, Reactor, ACCEPT_PAUSE};
 use crate::engine::ConnId;
 use log::{debug, info, warn};
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A token bucket: `per_sec` tokens a second, at most a twentieth of a second's worth
@@ -87,6 +88,8 @@ impl Reactor {
                     let counted = l.max_per_ip.is_some();
                     let accepted = if l.raw {
                         self.engine.handle_accept_raw(self.now)
+                    } else if let Some(tls) = &l.tls {
+                        self.engine.handle_accept_tls(Arc::clone(tls), self.now)
                     } else {
                         self.engine.handle_accept(self.now)
                     };

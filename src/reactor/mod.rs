@@ -61,7 +61,7 @@ impl<F: FnMut(&mut App<'_>, Event)> Handler for F {
 }
 
 /// Listener settings.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ListenConfig {
     /// Pending-connection queue length (`listen(2)` backlog). Default 1024: a reconnect
     /// storm of thousands of clients must not overflow it (mio's own default is 128).
@@ -83,6 +83,9 @@ pub struct ListenConfig {
     /// most; past it, accepting waits (again without refusing) until some complete or
     /// close. Default `None`: no cap. (Raw listeners have no handshake: not counted.)
     pub max_handshakes: Option<usize>,
+    /// TLS under the protocol, with these settings ([`crate::tls::server_config`] makes them
+    /// from PEM files). Default `None`: plaintext.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ListenConfig {
@@ -94,6 +97,7 @@ impl Default for ListenConfig {
             reuse_port: false,
             accept_rate: None,
             max_handshakes: None,
+            tls: None,
         }
     }
 }
@@ -138,6 +142,7 @@ struct Listener {
     max_handshakes: Option<usize>,
     /// Its accepted connections still in the handshake.
     handshaking: usize,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The event loop. See the [module docs](self).
@@ -252,6 +257,7 @@ impl Reactor {
             rate: cfg.accept_rate.map(|r| Bucket::new(r, self.now)),
             max_handshakes: cfg.max_handshakes,
             handshaking: 0,
+            tls: cfg.tls.clone(),
         }));
         info!("listening on {addr}");
         Ok(addr)
