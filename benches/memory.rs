@@ -244,6 +244,90 @@ fn main() {
         "heap allocations per message in steady state (1,000 pairs, send -> handed over + ACK -> DATA echo): {allocs:.3}"
     );
     cluster_state(n);
+    for n in [10_000, 19_990] {
+        tls_idle(n);
+    }
+}
+
+/// Heap per idle TLS connection, each side, with the TLS settings (shared by every
+/// connection) made beforehand: `n` pairs complete the TLS and protocol handshakes between
+/// two engines and go idle.
+fn tls_idle(n: usize) {
+    use liveline::engine::ClientTls;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca_cert, &ca_key)
+        .unwrap();
+    let server_tls =
+        liveline::tls::server_config(leaf.pem().as_bytes(), key.serialize_pem().as_bytes())
+            .unwrap();
+    let client_tls = ClientTls {
+        config: liveline::tls::client_config(ca_cert.pem().as_bytes()).unwrap(),
+        server_name: rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+    };
+    let cfg = Config {
+        max_connections: 2 * n + 10,
+        ..Config::default()
+    };
+    let now = Instant::now();
+    let addr: SocketAddr = "127.0.0.1:9000".parse().unwrap();
+    let mut server = Engine::with_seed(cfg.clone(), now, 3).expect("valid config");
+    let mut client = Engine::with_seed(cfg, now, 4).expect("valid config");
+    for i in 0..n {
+        let cfg = ClientConfig {
+            identity: Text::from(format!("user{i:06}")),
+            token: bytes::Bytes::new(),
+            servers: vec![addr],
+            instance: None,
+        };
+        client
+            .add_client_tls(cfg, client_tls.clone(), now)
+            .expect("valid client");
+    }
+    let mut pairs = Vec::with_capacity(n);
+    while let Some(io) = client.poll_io() {
+        if let Io::Connect { conn, .. } = io {
+            let s = server
+                .handle_accept_tls(server_tls.clone(), now)
+                .expect("under the limit");
+            client.handle_connected(conn, now);
+            pairs.push((conn, s));
+        }
+    }
+    pump(&mut client, &mut server, &pairs, now);
+    let later = now + Duration::from_millis(100);
+    client.handle_timeout(later);
+    server.handle_timeout(later);
+    pump(&mut client, &mut server, &pairs, later);
+    let mut active = 0;
+    while let Some(e) = client.poll_event() {
+        if let Event::Client(ClientEvent::State {
+            state: liveline::engine::ClientState::Active,
+            ..
+        }) = e
+        {
+            active += 1;
+        }
+    }
+    assert_eq!(active, 0, "events were drained by the pump");
+    let before = live();
+    drop(server);
+    let server_bytes = before - live();
+    let before = live();
+    drop(client);
+    let client_bytes = before - live();
+    println!(
+        "TLS, {n} idle connections: server {:.0} B, client {:.0} B per connection (engine state and TLS state; the settings shared by all excluded)",
+        server_bytes as f64 / n as f64,
+        client_bytes as f64 / n as f64
+    );
 }
 
 /// What a cluster node (echo-im with `--redis`) keeps per idle logged-in user: nothing in

@@ -531,7 +531,13 @@ impl Engine {
             if n > 0 {
                 self.conns[index].idle.record_write(self.tick);
                 if n == s.wire.len() {
-                    s.wire.clear();
+                    // The handshake's flights leave kilobytes of capacity behind: an idle
+                    // TLS connection keeps at most a heartbeat's worth.
+                    if s.wire.capacity() > 128 {
+                        s.wire = BytesMut::new();
+                    } else {
+                        s.wire.clear();
+                    }
                 } else {
                     s.wire.advance(n);
                 }
