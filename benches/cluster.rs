@@ -100,6 +100,7 @@ fn gateway(node: &str, redis: Option<u16>) -> SocketAddr {
         node: node.to_string(),
         threads: 1,
         reuse_port: false,
+        tls: None,
     };
     std::thread::spawn(move || server::run(opts).expect("gateway runs"));
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -29,6 +29,8 @@ pub struct ClientOptions {
     pub servers: Vec<SocketAddr>,
     pub engine: Config,
     pub token: Option<String>,
+    /// TLS to the servers, if asked for.
+    pub tls: Option<liveline::engine::ClientTls>,
 }
 
 pub const HELP: &str = "\
@@ -427,15 +429,16 @@ fn addr(a: &Option<SocketAddr>) -> String {
 pub fn run(opts: ClientOptions) -> std::io::Result<i32> {
     let mut reactor = Reactor::new(opts.engine.clone())?;
     let now = Instant::now();
-    let client = reactor.engine().add_client(
-        ClientConfig {
-            identity: Text::from(opts.user.clone()),
-            token: Bytes::from(opts.token.clone().unwrap_or_default()),
-            servers: opts.servers.clone(),
-            instance: None,
-        },
-        now,
-    )?;
+    let cfg = ClientConfig {
+        identity: Text::from(opts.user.clone()),
+        token: Bytes::from(opts.token.clone().unwrap_or_default()),
+        servers: opts.servers.clone(),
+        instance: None,
+    };
+    let client = match opts.tls.clone() {
+        Some(tls) => reactor.engine().add_client_tls(cfg, tls, now)?,
+        None => reactor.engine().add_client(cfg, now)?,
+    };
     say!("{} here; :help lists the commands", opts.user);
     let handle = reactor.handle();
     let (quit_tx, quit_rx) = mpsc::channel();

@@ -36,14 +36,6 @@ pub(crate) struct ServerProc {
 }
 
 impl ServerProc {
-    fn start(
-        name: &'static str,
-        addr: SocketAddr,
-        timeline: &Arc<Timeline>,
-    ) -> io::Result<ServerProc> {
-        ServerProc::start_with(name, addr, &[], timeline)
-    }
-
     /// A server with `extra` flags.
     pub(crate) fn start_with(
         name: &'static str,
@@ -257,9 +249,22 @@ impl Demo {
 
 /// Logs in as `name` and then says nothing; returns how long until the server hung up and
 /// the frames it sent.
-fn silent_client(addr: SocketAddr, name: &str) -> io::Result<(Duration, Vec<Frame>)> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(STEP_LIMIT))?;
+fn silent_client(
+    addr: SocketAddr,
+    name: &str,
+    tls: Option<liveline::engine::ClientTls>,
+) -> io::Result<(Duration, Vec<Frame>)> {
+    let tcp = TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(STEP_LIMIT))?;
+    // Over TLS, a blocking rustls stream around the socket: this client only waits.
+    let mut s: Box<dyn ReadWrite> = match tls {
+        Some(t) => {
+            let conn = rustls::ClientConnection::new(t.config, t.server_name)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            Box::new(rustls::StreamOwned::new(conn, tcp))
+        }
+        None => Box::new(tcp),
+    };
     let mut buf = BytesMut::new();
     let hello = Frame::Hello(Box::new(Hello {
         version: PROTOCOL_VERSION,
@@ -274,7 +279,9 @@ fn silent_client(addr: SocketAddr, name: &str) -> io::Result<(Duration, Vec<Fram
     s.write_all(&buf)?;
     let start = Instant::now();
     let mut got = Vec::new();
-    s.read_to_end(&mut got)?;
+    // A peer that closes without close_notify ends a TLS stream with an error: what came
+    // before it is what counts.
+    let _ = s.read_to_end(&mut got);
     let took = start.elapsed();
     let mut bytes = BytesMut::from(&got[..]);
     let mut dec = Decoder::default();
@@ -284,6 +291,10 @@ fn silent_client(addr: SocketAddr, name: &str) -> io::Result<(Duration, Vec<Fram
     }
     Ok((took, frames))
 }
+
+/// A byte stream, plain or TLS.
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
 
 /// Sends `signal` (a `kill(1)` name such as `STOP` or `TERM`) to one of our own children.
 pub(crate) fn signal(child: &Child, signal: &str) {
@@ -357,18 +368,34 @@ impl Demo {
     }
 }
 
-pub fn run() -> io::Result<()> {
+pub fn run(tls: bool) -> io::Result<()> {
     let timeline = Arc::new(Timeline {
         start: Instant::now(),
     });
     println!(
-        "echo-im demo: two server processes, three clients. Heartbeat every {PING:?}; a client \
+        "echo-im demo: two server processes, three clients{}. Heartbeat every {PING:?}; a client \
          gives up on a silent server after {:?}; a server drops a silent client after {IDLE:?}.\n",
+        if tls {
+            ", all over TLS (a certificate authority made for this run)"
+        } else {
+            ""
+        },
         PING * 2
     );
+    let pki = if tls {
+        Some(ThrowawayPki::new()?)
+    } else {
+        None
+    };
+    let server_args = pki
+        .as_ref()
+        .map(ThrowawayPki::server_args)
+        .unwrap_or_default();
+    let server_args: Vec<&str> = server_args.iter().map(String::as_str).collect();
+    let start = |name, addr| ServerProc::start_with(name, addr, &server_args, &timeline);
     let (a_addr, b_addr) = (free_port()?, free_port()?);
-    let mut a = Some(ServerProc::start("A", a_addr, &timeline)?);
-    let mut b = Some(ServerProc::start("B", b_addr, &timeline)?);
+    let mut a = Some(start("A", a_addr)?);
+    let mut b = Some(start("B", b_addr)?);
 
     let cfg = Config {
         ping_interval: PING,
@@ -378,15 +405,18 @@ pub fn run() -> io::Result<()> {
     let mut names = Vec::new();
     for name in ["alice", "bob", "carol"] {
         let now = Instant::now();
-        let id = reactor.engine().add_client(
-            ClientConfig {
-                identity: Text::from(name),
-                token: Bytes::new(),
-                servers: vec![a_addr, b_addr],
-                instance: None,
-            },
-            now,
-        )?;
+        let cfg = ClientConfig {
+            identity: Text::from(name),
+            token: Bytes::new(),
+            servers: vec![a_addr, b_addr],
+            instance: None,
+        };
+        let id = match pki.as_ref() {
+            Some(pki) => reactor
+                .engine()
+                .add_client_tls(cfg, pki.client_tls()?, now)?,
+            None => reactor.engine().add_client(cfg, now)?,
+        };
         names.push((id, name));
     }
     let mut demo = Demo {
@@ -441,7 +471,7 @@ pub fn run() -> io::Result<()> {
     println!(
         "       its kernel still takes our bytes, so writes succeed, but nothing ever comes back"
     );
-    let a_again = ServerProc::start("A", a_addr, &timeline)?;
+    let a_again = start("A", a_addr)?;
     let mut frozen_at = Instant::now();
     let moved = demo.numbered(21..=30, a_addr, |d| {
         if let Some(b) = b.as_ref() {
@@ -473,7 +503,8 @@ pub fn run() -> io::Result<()> {
 
     println!("\n--- 5. a client logs in to server A and then says nothing");
     timeline.say("mute", "logs in to server A and goes silent");
-    let mute = std::thread::spawn(move || silent_client(a_addr, "mute"));
+    let mute_tls = pki.as_ref().map(ThrowawayPki::client_tls).transpose()?;
+    let mute = std::thread::spawn(move || silent_client(a_addr, "mute", mute_tls));
     demo.until("silent client", |_| mute.is_finished())?;
     let (silent_for, frames) = mute
         .join()
@@ -531,5 +562,66 @@ pub fn run() -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::other("a message was lost or shown twice"))
+    }
+}
+
+/// A certificate authority made for one run of the demo, and a certificate it signed for
+/// `localhost` and 127.0.0.1, written to a directory of its own (removed on drop).
+struct ThrowawayPki {
+    dir: std::path::PathBuf,
+    ca_pem: String,
+}
+
+impl ThrowawayPki {
+    fn new() -> io::Result<ThrowawayPki> {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        let err = |e: rcgen::Error| io::Error::other(format!("certificate: {e}"));
+        let ca_key = KeyPair::generate().map_err(err)?;
+        let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+        ca.distinguished_name
+            .push(DnType::CommonName, "echo-im demo CA");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
+        let key = KeyPair::generate().map_err(err)?;
+        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let leaf = CertificateParams::new(names)
+            .map_err(err)?
+            .signed_by(&key, &ca_cert, &ca_key)
+            .map_err(err)?;
+        let dir = std::env::temp_dir().join(format!("echo-im-demo-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("cert.pem"), leaf.pem())?;
+        std::fs::write(dir.join("key.pem"), key.serialize_pem())?;
+        Ok(ThrowawayPki {
+            dir,
+            ca_pem: ca_cert.pem(),
+        })
+    }
+
+    fn server_args(&self) -> Vec<String> {
+        let path = |f: &str| self.dir.join(f).to_string_lossy().into_owned();
+        vec![
+            "--tls-cert".to_string(),
+            path("cert.pem"),
+            "--tls-key".to_string(),
+            path("key.pem"),
+        ]
+    }
+
+    fn client_tls(&self) -> io::Result<liveline::engine::ClientTls> {
+        let config = liveline::tls::client_config(self.ca_pem.as_bytes())
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(liveline::engine::ClientTls {
+            config,
+            server_name: rustls_pki_types::ServerName::try_from("localhost")
+                .map_err(|e| io::Error::other(e.to_string()))?,
+        })
+    }
+}
+
+impl Drop for ThrowawayPki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -133,6 +133,12 @@ struct ServerArgs {
     /// with --max-per-ip, one (the limit holds per loop).
     #[arg(long)]
     threads: Option<usize>,
+    /// TLS: the server's certificate chain, PEM (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// TLS: the server's private key, PEM (with --tls-cert).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// Share the listen address with other echo-im servers started with --reuse-port too
     /// (SO_REUSEPORT: the kernel spreads connections over them). Without it, an address in
     /// use is an error.
@@ -149,6 +155,9 @@ struct DemoArgs {
     /// Run the cluster demo instead: a Redis (redis-server on PATH) and two gateways.
     #[arg(long)]
     cluster: bool,
+    /// Run the demo over TLS, with a throwaway certificate authority made at start.
+    #[arg(long)]
+    tls: bool,
 }
 
 #[derive(Args)]
@@ -169,6 +178,13 @@ struct ClientArgs {
     /// Token to present to the server.
     #[arg(long)]
     token: Option<String>,
+    /// Connect with TLS; servers' certificates are checked against --ca, and must carry
+    /// the host name given in --servers.
+    #[arg(long, requires = "ca")]
+    tls: bool,
+    /// The certificate authority to trust, PEM (with --tls).
+    #[arg(long)]
+    ca: Option<std::path::PathBuf>,
 }
 
 /// Logs to stderr at the level of `--log`, else `RUST_LOG`, else `default`.
@@ -204,6 +220,48 @@ fn env_level() -> Option<LevelFilter> {
         .max()
 }
 
+/// The server's TLS settings from `--tls-cert` and `--tls-key`, if given.
+fn tls_server(
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, String> {
+    let (Some(cert), Some(key)) = (cert, key) else {
+        return Ok(None);
+    };
+    let read = |flag: &str, p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| format!("{flag}: {}: {e}", p.display()))
+    };
+    let (cert_pem, key_pem) = (read("--tls-cert", cert)?, read("--tls-key", key)?);
+    liveline::tls::server_config(&cert_pem, &key_pem)
+        .map(Some)
+        .map_err(|e| format!("--tls-cert/--tls-key: {e}"))
+}
+
+/// The client's TLS settings from `--tls`, `--ca` and the first server's host name.
+fn tls_client(
+    on: bool,
+    ca: Option<&std::path::Path>,
+    servers: &[String],
+) -> Result<Option<liveline::engine::ClientTls>, String> {
+    if !on {
+        return Ok(None);
+    }
+    let ca = ca.ok_or("--tls needs --ca FILE")?;
+    let pem = std::fs::read(ca).map_err(|e| format!("--ca: {}: {e}", ca.display()))?;
+    let config = liveline::tls::client_config(&pem).map_err(|e| format!("--ca: {e}"))?;
+    let host = servers
+        .first()
+        .and_then(|s| s.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']'])))
+        .unwrap_or("localhost")
+        .to_string();
+    let server_name = rustls_pki_types::ServerName::try_from(host.clone())
+        .map_err(|e| format!("--servers: {host:?} is not a name TLS can check: {e}"))?;
+    Ok(Some(liveline::engine::ClientTls {
+        config,
+        server_name,
+    }))
+}
+
 /// A flag value that cannot work: said once, exit code 2 (as for any bad argument).
 fn refuse(why: &str) -> ! {
     eprintln!("echo-im: {why}");
@@ -223,6 +281,8 @@ fn main() {
                 held_age: Duration::from_secs(a.held_secs),
                 token: a.token,
                 max_per_ip: (a.max_per_ip > 0).then_some(a.max_per_ip),
+                tls: tls_server(a.tls_cert.as_deref(), a.tls_key.as_deref())
+                    .unwrap_or_else(|e| refuse(&e)),
                 redis: a
                     .redis
                     .iter()
@@ -270,24 +330,29 @@ fn main() {
                 .map(|s| resolve("--servers", s))
                 .collect::<Result<Vec<_>, _>>()
                 .unwrap_or_else(|e| refuse(&e));
+            let tls = tls_client(a.tls, a.ca.as_deref(), &a.servers).unwrap_or_else(|e| refuse(&e));
             match client::run(client::ClientOptions {
                 user: a.user,
                 servers,
                 engine,
                 token: a.token,
+                tls,
             }) {
                 Ok(code) => std::process::exit(code),
                 Err(e) => Err(e),
             }
         }
-        Command::Demo(DemoArgs { cluster: true }) => cluster_demo::run(),
-        Command::Demo(DemoArgs { cluster: false }) => {
+        Command::Demo(DemoArgs { cluster: true, .. }) => cluster_demo::run(),
+        Command::Demo(DemoArgs {
+            cluster: false,
+            tls,
+        }) => {
             if std::env::args().len() <= 1 {
                 println!(
                     "echo-im: no command given: running the demo (echo-im --help lists the others)"
                 );
             }
-            demo::run()
+            demo::run(tls)
         }
     };
     if let Err(e) = result {

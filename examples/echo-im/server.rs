@@ -36,6 +36,8 @@ pub struct ServerOptions {
     pub node: String,
     /// Loops (threads), each with its own listener on the address.
     pub threads: usize,
+    /// TLS under the protocol, if given.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Share the address with other processes started with it too (`SO_REUSEPORT`);
     /// without it, an address in use is an error even though the loops share it.
     pub reuse_port: bool,
@@ -617,6 +619,7 @@ fn start_loop(
     let listen = ListenConfig {
         max_per_ip: opts.max_per_ip,
         reuse_port: shared_port || opts.reuse_port,
+        tls: opts.tls.clone(),
         ..ListenConfig::default()
     };
     // The loops share the port through SO_REUSEPORT, which would also let this process

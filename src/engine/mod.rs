@@ -461,21 +461,23 @@ impl Engine {
         }
         c.idle.record_read(self.tick);
         if !self.secure.is_empty() {
-            match self.secure.open(index, conn.gen, bytes) {
-                Opened::Plain => {}
-                Opened::Closed => {
-                    let reason = Reason::new(Code::NO_ERROR, "peer closed TLS (close_notify)");
-                    return self.finish(index, reason, Lost::Failed);
-                }
+            let closed = match self.secure.open(index, conn.gen, bytes) {
+                Opened::Plain => false,
+                Opened::Closed => true,
                 Opened::Failed(e) => return self.tls_failed(index, e),
-            }
+            };
             if self.secure.get(index, conn.gen).is_some() {
                 self.schedule_transmit(index);
+                // What came before close_notify (a GOAWAY, say) is read first.
                 let plain = std::mem::take(&mut self.secure.plain);
                 if !plain.is_empty() {
                     self.read_plain(index, conn, &plain);
                 }
                 self.secure.plain = plain;
+                if closed && self.live(conn) {
+                    let reason = Reason::new(Code::NO_ERROR, "peer closed TLS (close_notify)");
+                    self.finish(index, reason, Lost::Failed);
+                }
                 return;
             }
         }
