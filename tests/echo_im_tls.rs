@@ -6,22 +6,12 @@
 mod common;
 
 use common::process::{example, free_addr, Proc};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose};
 use std::path::PathBuf;
 use std::process::Command;
 
 /// A CA and a certificate for `localhost`, as files in a directory of their own.
 fn pki_files() -> (PathBuf, PathBuf, PathBuf) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca_cert, &ca_key)
-        .unwrap();
+    let pki = common::pki::pki();
     let dir = std::env::temp_dir().join(format!(
         "echo-im-tls-{}-{}",
         std::process::id(),
@@ -33,9 +23,9 @@ fn pki_files() -> (PathBuf, PathBuf, PathBuf) {
         dir.join("cert.pem"),
         dir.join("key.pem"),
     );
-    std::fs::write(&ca_path, ca_cert.pem()).unwrap();
-    std::fs::write(&cert, leaf.pem()).unwrap();
-    std::fs::write(&keyf, key.serialize_pem()).unwrap();
+    std::fs::write(&ca_path, &pki.ca_pem).unwrap();
+    std::fs::write(&cert, &pki.chain_pem).unwrap();
+    std::fs::write(&keyf, &pki.key_pem).unwrap();
     (ca_path, cert, keyf)
 }
 

@@ -4,7 +4,10 @@
 //! the reason; garbage instead of a ClientHello; a client that trickles its ClientHello
 //! dropped at the handshake deadline. Every wait is bounded.
 
+mod common;
+
 use bytes::{Bytes, BytesMut};
+use common::pki::{pki, Pki};
 use liveline::codec::{Decoder, Encoder};
 use liveline::config::Config;
 use liveline::engine::{
@@ -13,7 +16,6 @@ use liveline::engine::{
 use liveline::frame::{Frame, Hello, Text, PROTOCOL_VERSION};
 use liveline::reactor::{Handle, ListenConfig, Reactor};
 use liveline::tls::{client_config, server_config};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use rustls_pki_types::ServerName;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -22,33 +24,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(20);
-
-/// A throwaway certificate authority and a certificate it signed for `localhost`.
-struct Pki {
-    ca_pem: String,
-    chain_pem: String,
-    key_pem: String,
-}
-
-fn pki() -> Pki {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.distinguished_name
-        .push(DnType::CommonName, "liveline test CA");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca_cert, &ca_key)
-        .unwrap();
-    Pki {
-        ca_pem: ca_cert.pem(),
-        chain_pem: leaf.pem(),
-        key_pem: key.serialize_pem(),
-    }
-}
 
 struct Server {
     addr: SocketAddr,

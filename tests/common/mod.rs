@@ -2,6 +2,7 @@
 //! read what happened.
 #![allow(dead_code)]
 
+pub mod pki;
 pub mod process;
 pub mod redis;
 
