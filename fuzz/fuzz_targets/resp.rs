@@ -6,9 +6,9 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
+use liveline::bus::Bus;
 use liveline::frame::{Code, Reason};
 use liveline::link::Protocol;
-use liveline::bus::Bus;
 use liveline::redis::Redis;
 use liveline::resp::{frame_len, parse, Limits};
 use std::time::Instant;
@@ -25,7 +25,10 @@ fuzz_target!(|input: &[u8]| {
     if let Ok(Some(n)) = frame_len(stream, &limits) {
         let (v, m) = parse(stream, &limits).unwrap().unwrap();
         assert_eq!(n, m);
-        assert_eq!(v.items().count(), if v.is_aggregate() { v.len() } else { 0 });
+        assert_eq!(
+            v.items().count(),
+            if v.is_aggregate() { v.len() } else { 0 }
+        );
     }
 
     let now = Instant::now();

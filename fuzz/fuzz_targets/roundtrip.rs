@@ -1,8 +1,8 @@
 //! Arbitrary frames -> encode -> decode in arbitrary pieces -> the same frames.
 #![no_main]
 
-use bytes::{Bytes, BytesMut};
 use arbitrary::Arbitrary;
+use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use liveline::codec::{Decoder, Encoder};
 use liveline::frame::{Code, Frame, Hello, Reason, Text, Welcome};
@@ -99,7 +99,11 @@ fuzz_target!(|input: (Vec<Spec>, Vec<u8>)| {
     let mut at = 0;
     let mut sizes = pieces.iter().map(|&p| usize::from(p) + 1).cycle();
     while at < wire.len() {
-        let n = if pieces.is_empty() { wire.len() } else { sizes.next().unwrap_or(1) };
+        let n = if pieces.is_empty() {
+            wire.len()
+        } else {
+            sizes.next().unwrap_or(1)
+        };
         let end = (at + n).min(wire.len());
         buf.extend_from_slice(&wire[at..end]);
         at = end;

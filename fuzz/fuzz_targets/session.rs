@@ -8,7 +8,9 @@ use arbitrary::Arbitrary;
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use liveline::config::Config;
-use liveline::engine::{ClientConfig, ClientEvent, ClientState, ConnId, Engine, Event, Io, ServerEvent};
+use liveline::engine::{
+    ClientConfig, ClientEvent, ClientState, ConnId, Engine, Event, Io, ServerEvent,
+};
 use liveline::frame::Text;
 use std::time::{Duration, Instant};
 
@@ -16,27 +18,52 @@ use std::time::{Duration, Instant};
 enum Op {
     Accept,
     /// Bytes read on accepted connection number `conn % accepted`.
-    ServerRead { conn: u8, data: Vec<u8> },
+    ServerRead {
+        conn: u8,
+        data: Vec<u8>,
+    },
     /// Bytes read on the client's current connection.
-    ClientRead { data: Vec<u8> },
+    ClientRead {
+        data: Vec<u8>,
+    },
     Connected,
     ConnectFailed,
-    PeerClosed { conn: u8 },
+    PeerClosed {
+        conn: u8,
+    },
     ClientClosed,
     /// Time passes, in milliseconds (times 16).
-    Advance { ms: u16 },
+    Advance {
+        ms: u16,
+    },
     /// The transport writes `n` bytes of someone's output.
-    Sent { conn: u8, n: u16 },
-    ServerSend { conn: u8, payload: Vec<u8>, reliable: bool },
-    ClientSend { payload: Vec<u8>, reliable: bool },
+    Sent {
+        conn: u8,
+        n: u16,
+    },
+    ServerSend {
+        conn: u8,
+        payload: Vec<u8>,
+        reliable: bool,
+    },
+    ClientSend {
+        payload: Vec<u8>,
+        reliable: bool,
+    },
     Shutdown,
     CloseClient,
     /// From now on, logins wait for a verdict.
     DecideLogins,
     /// A verdict on accepted connection number `conn % accepted`.
-    Verdict { conn: u8, accept: bool },
+    Verdict {
+        conn: u8,
+        accept: bool,
+    },
     /// An application timer, in milliseconds (times 16), maybe repeating.
-    Timer { ms: u16, every: Option<u16> },
+    Timer {
+        ms: u16,
+        every: Option<u16>,
+    },
     RetryNow,
 }
 
@@ -65,15 +92,20 @@ fuzz_target!(|ops: Vec<Op>| {
     let start = Instant::now();
     let mut now = start;
     let mut engine = Engine::with_seed(cfg, now, 7).expect("valid config");
-    let client = engine.add_client(
-        ClientConfig {
-            identity: Text::from("fuzz"),
-            token: Bytes::new(),
-            servers: vec!["127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap()],
-            instance: Some(1),
-        },
-        now,
-    ).expect("valid client");
+    let client = engine
+        .add_client(
+            ClientConfig {
+                identity: Text::from("fuzz"),
+                token: Bytes::new(),
+                servers: vec![
+                    "127.0.0.1:1".parse().unwrap(),
+                    "127.0.0.1:2".parse().unwrap(),
+                ],
+                instance: Some(1),
+            },
+            now,
+        )
+        .expect("valid client");
     let mut accepted: Vec<ConnId> = Vec::new();
     let mut client_conn: Option<ConnId> = None;
     // The one client's state; it is created in Backoff and connects at once.
@@ -159,15 +191,16 @@ fuzz_target!(|ops: Vec<Op>| {
                     let _ = if accept {
                         engine.accept_login(c, now)
                     } else {
-                        let reason = liveline::frame::Reason::new(
-                            liveline::frame::Code::AUTH_FAILED,
-                            "no",
-                        );
+                        let reason =
+                            liveline::frame::Reason::new(liveline::frame::Code::AUTH_FAILED, "no");
                         engine.reject_login(c, reason, now)
                     };
                 }
             }
-            Op::Timer { ms: ms_value, every } => {
+            Op::Timer {
+                ms: ms_value,
+                every,
+            } => {
                 let ms = |m: u16| Duration::from_millis(u64::from(m) * 16);
                 engine.set_timer(ms(ms_value), every.map(ms), 0);
             }
@@ -190,17 +223,26 @@ fuzz_target!(|ops: Vec<Op>| {
         while let Some(e) = engine.poll_event() {
             match e {
                 Event::Client(ClientEvent::State { state: to, .. }) => {
-                    assert!(legal(state, to), "illegal client transition {state:?} -> {to:?}");
+                    assert!(
+                        legal(state, to),
+                        "illegal client transition {state:?} -> {to:?}"
+                    );
                     state = to;
                     if to == ClientState::Closed {
-                        assert!(engine.client_info(client).is_none(), "a closed client is freed");
+                        assert!(
+                            engine.client_info(client).is_none(),
+                            "a closed client is freed"
+                        );
                     }
                 }
                 Event::Server(ServerEvent::Closed { conn, .. }) => ended.push(conn),
                 Event::Server(ServerEvent::Opened { conn, .. })
                 | Event::Server(ServerEvent::Message { conn, .. })
                 | Event::Server(ServerEvent::Acked { conn, .. }) => {
-                    assert!(!ended.contains(&conn), "{conn} spoke after its session closed");
+                    assert!(
+                        !ended.contains(&conn),
+                        "{conn} spoke after its session closed"
+                    );
                 }
                 _ => {}
             }
