@@ -6,7 +6,8 @@
 //! cargo run --release --example hb_load -- ADDR CLIENTS PING_MS SECONDS [FROM,FROM...]
 //! ```
 //!
-//! `FROM`: local addresses to connect from, in turn (127.0.0.2,127.0.0.3,...), for more
+//! With `HB_TLS_CA` (a PEM file) in the environment, sessions use TLS, checking the
+//! server's certificate for `localhost`. `FROM`: local addresses to connect from, in turn (127.0.0.2,127.0.0.3,...), for more
 //! sessions to one server address than one source address has ephemeral ports. Every
 //! second it prints `t=<s> active=<n> connects=<n> losses=<n>`; at the end, the p99 round
 //! trip of the heartbeats.
@@ -50,18 +51,28 @@ fn main() -> std::io::Result<()> {
         .unwrap_or_default();
     reactor.connect_from(from);
     let start = Instant::now();
+    let tls = match std::env::var("HB_TLS_CA") {
+        Ok(ca) => Some(liveline::engine::ClientTls {
+            config: liveline::tls::client_config(&std::fs::read(ca)?)
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
+            server_name: rustls_pki_types::ServerName::try_from("localhost")
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
+        }),
+        Err(_) => None,
+    };
     let ids: Vec<_> = (0..clients)
         .map(|i| {
-            reactor.engine().add_client(
-                ClientConfig {
-                    // Unique across load processes: a second login of a name replaces the first.
-                    identity: Text::from(format!("hb{}-{i}", std::process::id())),
-                    token: Bytes::new(),
-                    servers: vec![addr],
-                    instance: None,
-                },
-                start,
-            )
+            let cfg = ClientConfig {
+                // Unique across load processes: a second login of a name replaces the first.
+                identity: Text::from(format!("hb{}-{i}", std::process::id())),
+                token: Bytes::new(),
+                servers: vec![addr],
+                instance: None,
+            };
+            match tls.clone() {
+                Some(tls) => reactor.engine().add_client_tls(cfg, tls, start),
+                None => reactor.engine().add_client(cfg, start),
+            }
         })
         .collect::<Result<_, _>>()?;
     let (mut active, mut lost, mut failed_connects, mut pongs) = (0usize, 0usize, 0usize, 0u64);

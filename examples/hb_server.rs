@@ -6,7 +6,8 @@
 //! ```
 //!
 //! `reuse`: share the port with other processes (`SO_REUSEPORT`); `ACCEPTS_PER_S`: pace
-//! accepts (a reconnect storm waits in the backlog).
+//! accepts (a reconnect storm waits in the backlog). With `HB_TLS_CERT` and `HB_TLS_KEY`
+//! (PEM files) in the environment, it listens with TLS.
 
 use liveline::config::Config;
 use liveline::engine::{App, Event};
@@ -22,7 +23,15 @@ fn main() -> std::io::Result<()> {
     let mut reactor = Reactor::new(Config::default())?;
     let reuse_port = std::env::args().nth(2).is_some_and(|a| a == "reuse");
     let accept_rate = std::env::args().nth(3).and_then(|r| r.parse().ok());
+    let tls = match (std::env::var("HB_TLS_CERT"), std::env::var("HB_TLS_KEY")) {
+        (Ok(cert), Ok(key)) => Some(
+            liveline::tls::server_config(&std::fs::read(cert)?, &std::fs::read(key)?)
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
+        ),
+        _ => None,
+    };
     let listen = ListenConfig {
+        tls,
         reuse_port,
         accept_rate,
         ..ListenConfig::default()
