@@ -307,3 +307,33 @@ fn a_fin_from_the_server_side_moves_the_client() {
     assert!(w.sim.run_until(SECOND * 2, |s| acked(s, client, id)));
     assert!(active(&mut w.sim, client));
 }
+
+#[test]
+fn moving_sessions_at_a_bounded_rate_rebalances_them_onto_another_server() {
+    let mut w = World::new(77, 2, default_config());
+    let clients: Vec<ClientRef> = (0..50)
+        .map(|i| w.client(&format!("m{i}"), &[0, 1]))
+        .collect();
+    assert!(w
+        .sim
+        .run_until(5 * SECOND, |s| clients.iter().all(|&c| active(s, c))));
+    let on = |w: &mut World, server: usize| {
+        clients
+            .iter()
+            .filter(|&&c| w.server_of(c) == Some(server))
+            .count()
+    };
+    assert_eq!(on(&mut w, 0), 50);
+    let a = w.servers[0];
+    for step in 1..=3 {
+        let now = w.sim.now();
+        assert_eq!(w.sim.engine(a).move_sessions(10, now), 10);
+        // Each moved client goes at once to the next server on its list.
+        w.sim.run_for(Duration::from_millis(100));
+        assert_eq!(on(&mut w, 1), 10 * step, "after step {step}");
+        assert_eq!(on(&mut w, 0), 50 - 10 * step, "after step {step}");
+    }
+    // Never more than asked, even when fewer are left than asked for.
+    let now = w.sim.now();
+    assert_eq!(w.sim.engine(a).move_sessions(100, now), 20);
+}

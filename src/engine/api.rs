@@ -73,6 +73,11 @@ impl<'a> App<'a> {
         self.engine.post_bus(channel, payload)
     }
 
+    /// Moves up to `n` live sessions elsewhere (GOAWAY); see [`Engine::move_sessions`].
+    pub fn move_sessions(&mut self, n: usize) -> usize {
+        self.engine.move_sessions(n, self.now)
+    }
+
     /// Confirms a received message so that its ACK goes out; see [`Engine::ack_message`].
     pub fn ack_message(&mut self, identity: &str, instance: u64, id: u64) -> Result<(), SendError> {
         self.engine.ack_message(identity, instance, id)

@@ -253,6 +253,32 @@ impl Engine {
         }
     }
 
+    /// Server side: moves up to `n` live sessions elsewhere, with GOAWAY `SHUTTING_DOWN`
+    /// ("rebalancing"): their clients reconnect at once, to the next server on their list,
+    /// or to the same address, where the kernel may hand them to another process sharing
+    /// the port. Call it from a timer for a bounded rate (say 100 every 100 ms after a node
+    /// joined). Sessions are taken in turn across calls; returns how many were moved.
+    pub fn move_sessions(&mut self, n: usize, now: Instant) -> usize {
+        self.set_now(now);
+        let slots = self.conns.capacity();
+        let mut moved = 0;
+        let mut looked = 0;
+        while moved < n && looked < slots && !self.conns.is_empty() {
+            let index = self.move_cursor % slots.max(1);
+            self.move_cursor = self.move_cursor.wrapping_add(1);
+            looked += 1;
+            let live_session = self.conns.get(index).is_some_and(|c| {
+                c.state == ConnState::Active && matches!(c.role, Role::Server { .. })
+            });
+            if live_session {
+                let reason = Reason::new(Code::SHUTTING_DOWN, "rebalancing");
+                self.go_away(index, reason);
+                moved += 1;
+            }
+        }
+        moved
+    }
+
     /// Graceful shutdown: refuses new connections, sends GOAWAY to every server-side
     /// session and closes each once flushed (or after the linger time), and stops every
     /// client. Unacknowledged messages are reported failed: [`ClientEvent::Failed`](super::ClientEvent::Failed) for clients',

@@ -163,6 +163,8 @@ pub struct Engine {
     /// How HELLOs are decided (checks, hook, verdicts of the application).
     logins: Logins,
     shutting_down: bool,
+    /// Where [`Engine::move_sessions`] goes on looking.
+    move_cursor: usize,
     /// Whether the application confirms received messages before they are acknowledged
     /// ([`Engine::confirm_messages`]).
     confirm: bool,
@@ -233,6 +235,7 @@ impl Engine {
             logins: Logins::default(),
             shutting_down: false,
             confirm: false,
+            move_cursor: 0,
             io: VecDeque::new(),
             transmit: VecDeque::new(),
             events: VecDeque::new(),
