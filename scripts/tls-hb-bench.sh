@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Heartbeats over TLS against plaintext, same server (examples/hb_server.rs), same load
-# (examples/hb_load.rs), same run: CLIENTS sessions at RATE heartbeats a second, server
-# CPU per heartbeat and RSS per connection for each. The certificates are made for the
+# Heartbeats over TLS against plaintext, same load (examples/hb_load.rs), same run: the
+# liveline server (examples/hb_server.rs) plaintext and over TLS, and tokio's
+# (examples/tokio_hb_server.rs) over tokio-rustls with the same rustls settings, at CLIENTS
+# sessions and RATE heartbeats a second: server CPU per heartbeat and RSS per connection. The certificates are made for the
 # run with openssl (a CA and a certificate for localhost).
 #
 # Usage: scripts/tls-hb-bench.sh [CLIENTS] [SECONDS] [RATE]   (default 19990 15 2000)
@@ -10,7 +11,7 @@ cd "$(dirname "$0")/.."
 clients=${1:-19990}
 secs=${2:-15}
 rate=${3:-2000}
-cargo build --release --example hb_server --example hb_load >/dev/null
+cargo build --release --example hb_server --example hb_load --example tokio_hb_server >/dev/null
 bin=target/release/examples
 work=$(mktemp -d)
 pids=()
@@ -32,13 +33,15 @@ ulimit -n 20000 2>/dev/null || true
         -days 2 -extfile ext 2>/dev/null
 )
 ping_ms=$(( clients * 1000 / rate ))
-printf 'transport\tclients\theartbeats_per_s\tup\tlosses\trss_bytes_per_conn\tcpu_us_per_heartbeat\n'
-for transport in plain tls; do
+printf 'server\tclients\theartbeats_per_s\tup\tlosses\trss_bytes_per_conn\tcpu_us_per_heartbeat\n'
+for run in "hb_server plain" "hb_server tls" "tokio_hb_server tls"; do
+    set -- $run
+    server=$1 transport=$2
     port=$((23000 + RANDOM % 1000))
     if [ "$transport" = tls ]; then
-        HB_TLS_CERT="$work/cert.pem" HB_TLS_KEY="$work/key.pem" "$bin/hb_server" "127.0.0.1:$port" >/dev/null &
+        HB_TLS_CERT="$work/cert.pem" HB_TLS_KEY="$work/key.pem" "$bin/$server" "127.0.0.1:$port" >/dev/null &
     else
-        "$bin/hb_server" "127.0.0.1:$port" >/dev/null &
+        "$bin/$server" "127.0.0.1:$port" >/dev/null &
     fi
     spid=$!; pids+=("$spid")
     for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
@@ -60,7 +63,7 @@ for transport in plain tls; do
     result=$(grep '^clients=' "$work/load.txt")
     up=$(sed -E 's/.*up=([0-9]+).*/\1/' <<<"$result")
     losses=$(sed -E 's/.*losses=([0-9]+).*/\1/' <<<"$result")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$transport" "$clients" "$rate" "$up" "$losses" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$server/$transport" "$clients" "$rate" "$up" "$losses" \
         "$(awk -v m="$mem" -v b="$base" -v n="$clients" 'BEGIN{printf "%.0f", (m-b)*1024/n}')" \
         "$(awk -v a="$t0" -v b="$t1" -v hz="$hz" -v n="$rate" -v s="$secs" 'BEGIN{printf "%.2f", (b-a)/hz*1e6/(n*s)}')"
 done
