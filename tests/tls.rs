@@ -315,3 +315,66 @@ with socket.create_connection(("127.0.0.1", {port}), timeout=10) as raw:
         "{frames:?}"
     );
 }
+
+#[test]
+fn a_peer_that_stops_in_the_middle_of_a_record_is_dropped_at_the_deadline() {
+    let pki = pki();
+    let cfg = Config {
+        handshake_timeout: Duration::from_millis(600),
+        ..Config::default()
+    };
+    let server = Server::start(&pki, cfg);
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    // A real TLS client completes the TLS handshake...
+    let name = ServerName::try_from("localhost".to_string()).unwrap();
+    let mut tls =
+        liveline::tls::Tls::client(client_config(pki.ca_pem.as_bytes()).unwrap(), name).unwrap();
+    let (mut out, mut plain) = (BytesMut::new(), BytesMut::new());
+    tls.start(&mut out).unwrap();
+    let start = Instant::now();
+    while tls.is_handshaking() {
+        assert!(start.elapsed() < LIMIT, "no TLS handshake");
+        if !out.is_empty() {
+            s.write_all(&out).unwrap();
+            out.clear();
+        }
+        let mut buf = [0u8; 16384];
+        if let Ok(n) = s.read(&mut buf) {
+            assert!(n > 0, "closed during the TLS handshake");
+            tls.handle_read(&mut buf[..n], &mut plain, &mut out)
+                .unwrap();
+        }
+    }
+    if !out.is_empty() {
+        s.write_all(&out).unwrap();
+        out.clear();
+    }
+    // ...then sends half of the record that carries its HELLO, and nothing more.
+    let mut hello = BytesMut::new();
+    Encoder::default()
+        .encode(
+            &Frame::Hello(Box::new(Hello {
+                version: PROTOCOL_VERSION,
+                instance: 3,
+                attempt: 0,
+                identity: Text::from("half"),
+                token: Bytes::new(),
+            })),
+            &mut hello,
+        )
+        .unwrap();
+    tls.encrypt(&hello, &mut out).unwrap();
+    s.write_all(&out[..out.len() / 2]).unwrap();
+    let why = server.wait_for(|e| match e {
+        Event::Server(ServerEvent::Closed {
+            identity: None,
+            reason,
+            ..
+        }) => Some(reason.clone()),
+        _ => None,
+    });
+    assert_eq!(why.code, liveline::frame::Code::HANDSHAKE_TIMEOUT, "{why}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
