@@ -41,7 +41,8 @@ use std::time::{Duration, Instant};
 
 /// Sender/receiver pairs.
 const PAIRS: usize = 100;
-const RATE: u64 = 10_000;
+/// Messages per second in the paced phase (`LIVELINE_CLUSTER_RATE` overrides it).
+const RATE_DEFAULT: u64 = 10_000;
 const PACED_FOR: Duration = Duration::from_secs(3);
 const SATURATED_FOR: Duration = Duration::from_secs(3);
 /// Messages each sender keeps unacknowledged at saturation.
@@ -122,7 +123,7 @@ struct Report {
 /// How the clients' loop sends.
 #[derive(Clone, Copy)]
 enum Load {
-    /// `RATE` messages per second, spread over the senders, for `PACED_FOR`.
+    /// `rate()` messages per second, spread over the senders, for `PACED_FOR`.
     Paced,
     /// Each sender keeps `WINDOW` messages unacknowledged, for `SATURATED_FOR`.
     Saturated,
@@ -208,13 +209,13 @@ fn clients(from: SocketAddr, to: SocketAddr, load: Load, tag: &'static str) -> C
                     }
                 }
                 Event::Timer { token: 1, .. } => {
-                    // RATE per second in 1 ms slices.
+                    // rate() a second, in 1 ms slices.
                     let elapsed = started.map_or(Duration::ZERO, |s| s.elapsed());
                     if elapsed > PACED_FOR {
                         app.shutdown();
                         return;
                     }
-                    let due = (elapsed.as_micros() as u64 * RATE / 1_000_000) as usize;
+                    let due = (elapsed.as_micros() as u64 * rate() / 1_000_000) as usize;
                     while next < due {
                         send(app, next % PAIRS);
                         next += 1;
@@ -287,6 +288,13 @@ fn redis_benchmark(port: u16, command: &[&str]) -> f64 {
         .unwrap_or(0.0)
 }
 
+fn rate() -> u64 {
+    std::env::var("LIVELINE_CLUSTER_RATE")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(RATE_DEFAULT)
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` and the like
@@ -303,9 +311,10 @@ fn main() {
     let report = c.thread.join().unwrap();
     let mut lat = report.latencies;
     lat.sort_unstable();
-    let sent = (PACED_FOR.as_secs() * RATE) as usize;
+    let sent = (PACED_FOR.as_secs() * rate()) as usize;
     println!(
-        "cross-node latency at {RATE} msg/s for {:?}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} of ~{sent} received)",
+        "cross-node latency at {} msg/s for {:?}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} of ~{sent} received)",
+        rate(),
         PACED_FOR,
         percentile(&lat, 0.50) as f64 / 1e3,
         percentile(&lat, 0.99) as f64 / 1e3,
