@@ -24,7 +24,7 @@
 //! replays his inbox first. A node that dies takes nothing with it: what bob did not
 //! acknowledge is still in his inbox, and what alice was not acknowledged she resends.
 
-use crate::proto::{Push, MAX_TEXT};
+use crate::proto::Push;
 use bytes::Bytes;
 use hashbrown::{HashMap, HashSet};
 use liveline::bus::Bus;
@@ -845,4 +845,3 @@ fn entry_ms(id: &[u8]) -> u64 {
         .unwrap_or(0)
 }
 
-const _: () = assert!(MAX_TEXT < 65_536);
