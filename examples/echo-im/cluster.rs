@@ -844,4 +844,3 @@ fn entry_ms(id: &[u8]) -> u64 {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
 }
-
