@@ -147,15 +147,7 @@ fn main() -> std::io::Result<()> {
             // The engine's own states, every 100 ms while sessions are coming back: the
             // count of events can miss a transition that a later one undid.
             next_recount = Instant::now() + Duration::from_millis(100);
-            active = ids
-                .iter()
-                .filter(|&&c| {
-                    reactor
-                        .engine()
-                        .client_info(c)
-                        .is_some_and(|i| i.state == ClientState::Active)
-                })
-                .count();
+            active = count_active(reactor.engine(), &ids);
         }
         if let (Some(t), None) = (first_loss, back_at) {
             if active == clients {
@@ -204,15 +196,18 @@ fn main() -> std::io::Result<()> {
     }
     println!("states at the end: {states:?}");
     println!("why connections ended or attempts failed: {reasons:?}");
-    let up = ids
-        .iter()
+    let up = count_active(reactor.engine(), &ids);
+    println!("clients={clients} up={up} losses={lost} failed_connects={failed_connects} pongs={pongs} ping_ms={ping_ms} secs={secs}");
+    Ok(())
+}
+
+/// Clients of `ids` whose session is active, by the engine's own states.
+fn count_active(engine: &liveline::engine::Engine, ids: &[liveline::engine::ClientId]) -> usize {
+    ids.iter()
         .filter(|&&c| {
-            reactor
-                .engine()
+            engine
                 .client_info(c)
                 .is_some_and(|i| i.state == ClientState::Active)
         })
-        .count();
-    println!("clients={clients} up={up} losses={lost} failed_connects={failed_connects} pongs={pongs} ping_ms={ping_ms} secs={secs}");
-    Ok(())
+        .count()
 }
