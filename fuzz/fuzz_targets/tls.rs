@@ -1,6 +1,8 @@
 //! The TLS-to-frame path: an engine's TLS server connection fed arbitrary bytes during its
 //! handshake, or after it as ciphertext no peer made, or after it as plaintext sealed by a
-//! real TLS client (frames of any shape, through TLS). It must never panic, never hold more
+//! real TLS client (frames of any shape, through TLS), or after it as records of any inner
+//! content type sealed by that client (the record layer's alert and post-handshake
+//! handshake paths). It must never panic, never hold more
 //! than its outbound cap for the connection, and close a connection only with a reason.
 //! The certificates in `fuzz/tls/` exist for this target only.
 #![no_main]
@@ -73,6 +75,18 @@ fuzz_target!(|input: &[u8]| {
     if mode % 3 == 1 {
         // Ciphertext no peer made.
         server.handle_read(conn, data, now);
+    } else if mode & 0x80 != 0 {
+        // Records the client seals with inner content types and contents of any kind:
+        // alerts, post-handshake handshake messages (KeyUpdate, tickets sent to a server,
+        // fragments), unknown types. Each piece is `type, length, content`.
+        let mut sealed = BytesMut::new();
+        let mut rest = data;
+        while let [typ, len, tail @ ..] = rest {
+            let (content, next) = tail.split_at(usize::from(*len).min(tail.len()));
+            let _ = client.seal_raw(*typ, content, &mut sealed);
+            rest = next;
+        }
+        server.handle_read(conn, &sealed, now);
     } else {
         // Plaintext of any shape, sealed by the client: frames through TLS.
         let mut sealed = BytesMut::new();

@@ -69,6 +69,8 @@ pub fn server_config(cert_chain_pem: &[u8], key_pem: &[u8]) -> Result<Arc<Server
             },
         })?;
     config.ticketer = ring_provider::Ticketer::new().map_err(TlsError::Config)?;
+    // The record layer takes the traffic keys over once the handshake is done.
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 
@@ -91,5 +93,6 @@ pub fn client_config(ca_pem: &[u8]) -> Result<Arc<ClientConfig>, TlsError> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.resumption = rustls::client::Resumption::in_memory_sessions(256);
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
