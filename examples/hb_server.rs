@@ -7,7 +7,8 @@
 //!
 //! `reuse`: share the port with other processes (`SO_REUSEPORT`); `ACCEPTS_PER_S`: pace
 //! accepts (a reconnect storm waits in the backlog). With `HB_TLS_CERT` and `HB_TLS_KEY`
-//! (PEM files) in the environment, it listens with TLS.
+//! (PEM files) in the environment, it listens with TLS; `HB_MAX_HANDSHAKES` bounds the
+//! handshakes under way at once (`ListenConfig::max_handshakes`).
 
 use liveline::config::Config;
 use liveline::engine::{App, Event};
@@ -30,8 +31,12 @@ fn main() -> std::io::Result<()> {
         ),
         _ => None,
     };
+    let max_handshakes = std::env::var("HB_MAX_HANDSHAKES")
+        .ok()
+        .and_then(|n| n.parse().ok());
     let listen = ListenConfig {
         tls,
+        max_handshakes,
         reuse_port,
         accept_rate,
         ..ListenConfig::default()
