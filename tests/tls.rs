@@ -16,6 +16,7 @@ use liveline::engine::{
 use liveline::frame::{Frame, Hello, Text, PROTOCOL_VERSION};
 use liveline::reactor::{Handle, ListenConfig, Reactor};
 use liveline::tls::{client_config, server_config};
+use rustls::HandshakeKind;
 use rustls_pki_types::ServerName;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -35,8 +36,19 @@ struct Server {
 impl Server {
     /// A TLS server that sends each reliable message back to its sender.
     fn start(pki: &Pki, cfg: Config) -> Server {
+        Server::start_moving(pki, cfg, 0).0
+    }
+
+    /// The same, which also reports how each session's TLS handshake went and sends the
+    /// first `moves` sessions away (GOAWAY: the client reconnects).
+    fn start_moving(
+        pki: &Pki,
+        cfg: Config,
+        mut moves: usize,
+    ) -> (Server, mpsc::Receiver<Option<HandshakeKind>>) {
         let tls = server_config(pki.chain_pem.as_bytes(), pki.key_pem.as_bytes()).unwrap();
         let (tx, events) = mpsc::channel();
+        let (ktx, kinds) = mpsc::channel();
         let (atx, arx) = mpsc::channel();
         let thread = thread::spawn(move || {
             let mut reactor = Reactor::new(cfg).unwrap();
@@ -55,17 +67,24 @@ impl Server {
                 {
                     let _ = app.send_to(identity.as_str(), payload.clone());
                 }
+                if let Event::Server(ServerEvent::Opened { conn, .. }) = &e {
+                    let _ = ktx.send(app.tls_handshake_kind(*conn));
+                    if moves > 0 {
+                        moves -= app.move_sessions(1);
+                    }
+                }
                 let _ = tx.send(e);
             };
             reactor.run(&mut handler).unwrap();
         });
         let (addr, handle) = arx.recv().unwrap();
-        Server {
+        let server = Server {
             addr,
             handle,
             events,
             thread: Some(thread),
-        }
+        };
+        (server, kinds)
     }
 
     fn wait_for<T>(&self, mut f: impl FnMut(&Event) -> Option<T>) -> T {
@@ -160,6 +179,42 @@ fn a_liveline_client_and_server_talk_through_tls() {
     });
     assert_eq!(&echoed[..], b"over TLS");
     server.wait_for(|e| matches!(e, Event::Server(ServerEvent::Opened { .. })).then_some(()));
+    handle.shutdown().unwrap();
+}
+
+#[test]
+fn a_client_sent_away_comes_back_with_a_resumed_handshake() {
+    let pki = pki();
+    let (server, kinds) = Server::start_moving(&pki, Config::default(), 2);
+    let (handle, events) = client(server.addr, &pki.ca_pem, "localhost");
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        seen.push(
+            kinds
+                .recv_timeout(LIMIT)
+                .expect("a session within the limit"),
+        );
+    }
+    // The first session pays a full handshake; the two after each GOAWAY resume from the
+    // ticket the one before received (the engine's record layer hands tickets to rustls).
+    assert_eq!(
+        seen,
+        [
+            Some(HandshakeKind::Full),
+            Some(HandshakeKind::Resumed),
+            Some(HandshakeKind::Resumed)
+        ]
+    );
+    wait(&events, |e| {
+        matches!(
+            e,
+            Event::Client(ClientEvent::State {
+                state: ClientState::Active,
+                ..
+            })
+        )
+        .then_some(())
+    });
     handle.shutdown().unwrap();
 }
 

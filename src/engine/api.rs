@@ -103,6 +103,11 @@ impl<'a> App<'a> {
         self.engine.send_raw(conn, bytes)
     }
 
+    /// How a connection's TLS handshake went; see [`Engine::tls_handshake_kind`].
+    pub fn tls_handshake_kind(&self, conn: ConnId) -> Option<rustls::HandshakeKind> {
+        self.engine.tls_handshake_kind(conn)
+    }
+
     /// Ends a session; see [`Engine::close`].
     pub fn close(&mut self, conn: ConnId, reason: Reason) {
         self.engine.close(conn, reason, self.now);

@@ -3,6 +3,7 @@
 //! pays nothing for them). Frames are queued in plaintext as on any connection and sealed
 //! into ciphertext when the driver asks what to write.
 
+use super::{ConnId, Engine};
 use crate::tls::{Progress, Tls, TlsError};
 use bytes::BytesMut;
 use hashbrown::HashMap;
@@ -95,4 +96,15 @@ pub(super) fn seal(secure: &mut Secure, plain: &mut BytesMut) -> Result<(), TlsE
     let sealed = secure.tls.encrypt(plain, &mut secure.wire);
     plain.clear();
     sealed
+}
+
+impl Engine {
+    /// How `conn`'s TLS handshake went: `Full`, or `Resumed` from a session ticket (a
+    /// reconnect after a failover should be the latter). `None` for a plaintext connection,
+    /// one still in its handshake, or one that is gone.
+    pub fn tls_handshake_kind(&self, conn: ConnId) -> Option<rustls::HandshakeKind> {
+        self.secure
+            .get(conn.index as usize, conn.gen)
+            .and_then(|s| s.tls.handshake_kind())
+    }
 }
