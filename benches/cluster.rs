@@ -357,6 +357,7 @@ fn main() {
             "600000",
             "{u__rand_int__}:bell",
             "xs1",
+            "3600000",
         ],
     );
     let xdel = redis_benchmark(redis.port, &["XDEL", "{u__rand_int__}:inbox", "1-1"]);

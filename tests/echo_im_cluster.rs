@@ -95,6 +95,30 @@ fn a_message_held_for_an_offline_user_outlives_the_gateway_that_took_it() {
 }
 
 #[test]
+fn a_message_past_the_hold_leaves_the_inbox_when_it_is_next_written_and_its_sender_is_told() {
+    let redis = RedisServer::start();
+    let a = free_addr();
+    let redis_addr = redis.addr().to_string();
+    let mut ga = Proc::server(
+        a,
+        &["--redis", &redis_addr, "--node", "A", "--held-secs", "1"],
+    );
+    ga.expect(|l| l.contains("cluster: connected to redis"));
+    let mut alice = Proc::client("alice", &[a]);
+    connected(&mut alice);
+    alice.send(":to bob first");
+    alice.expect(|l| l == "* held for bob (offline)");
+    // The age is Redis's to judge (its clock): wait until the first is past the hold.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    // Nobody reads bob's inbox; writing to it is enough to enforce the age.
+    alice.send(":to bob second");
+    alice.expect(|l| l == "* not delivered to bob (it waited too long): first");
+    let left = redis.raw(&["XLEN", "{bob}:inbox"]);
+    assert!(left.starts_with(":1"), "only the second waits: {left:?}");
+    drop(ga);
+}
+
+#[test]
 fn a_newer_login_on_another_server_replaces_the_older_one() {
     let redis = RedisServer::start();
     let (a, b) = (free_addr(), free_addr());

@@ -2,7 +2,9 @@
 //!
 //! Nodes never talk to each other: they meet in Redis, through one link each
 //! (`liveline::redis`). Keys are tagged with the user (`{bob}:...`) so that a user's keys
-//! and channel share a Redis Cluster slot.
+//! and channel share a Redis Cluster slot; the presence keys share the `{presence}` tag.
+//! Every script starts with `#!lua`, so Redis itself refuses one that touches keys of more
+//! than one slot (in cluster mode), not only those of its declared keys.
 //!
 //! ```text
 //!   {bob}:inbox          stream: the messages for bob not yet acknowledged by a device of
@@ -13,8 +15,8 @@
 //!                        "L <fence> <node>" for a new login of bob somewhere
 //!   {bob}:seen:<origin>  a sender's message stored already (a resend is not stored twice)
 //!   {bob}:fence          counter: every login of bob takes the next number; the highest wins
-//!   presence:<node>      hash of the users logged in on <node>; expires unless refreshed
-//!   nodes                sorted set: node -> when its presence expires (ms)
+//!   {presence}:<node>    hash of the users logged in on <node>; expires unless refreshed
+//!   {presence}:nodes     sorted set: node -> when its presence expires (ms)
 //!   all                  sharded channel of every node: broadcasts
 //! ```
 //!
@@ -35,41 +37,54 @@ use log::{debug, info, warn};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Stores a message in an inbox unless stored already or the inbox is full, then rings
-/// the bell. KEYS: inbox, seen. ARGV: max entries, payload, seen ttl (ms), bell, sender.
-/// Returns {entry id or DUP or FULL, nodes that heard the bell}.
-pub const DELIVER: &str = "\
-if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[3]) then return {'DUP', 0} end
+/// the bell. Entries older than the hold's age leave the inbox first (both bounds hold
+/// whenever an inbox is written, not only when it is read), and are returned so that their
+/// senders are told. KEYS: inbox, seen. ARGV: max entries, payload, seen ttl (ms), bell,
+/// sender, hold age (ms). Returns {entry id or DUP or FULL, nodes that heard the bell,
+/// entries removed for their age}.
+pub const DELIVER: &str = "#!lua
+if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[3]) then return {'DUP', 0, {}} end
+local t = redis.call('TIME')
+local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[6])
+local aged = {}
+if cutoff > 0 then
+  aged = redis.call('XRANGE', KEYS[1], '-', string.format('%d', cutoff))
+  if #aged > 0 then redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d', cutoff + 1)) end
+end
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then
   redis.call('DEL', KEYS[2])
-  return {'FULL', 0}
+  return {'FULL', 0, aged}
 end
 local id = redis.call('XADD', KEYS[1], '*', 's', ARGV[5], 'm', ARGV[2])
 local heard = redis.call('SPUBLISH', ARGV[4], 'M ' .. id .. ' ' .. ARGV[2])
-return {id, heard}";
+return {id, heard, aged}";
 
 /// A login: the user's next fence number, announced on the bell. KEYS: fence. ARGV: bell,
 /// node.
-const LOGIN: &str = "\
+const LOGIN: &str = "#!lua
 local f = redis.call('INCR', KEYS[1])
 redis.call('SPUBLISH', ARGV[1], 'L ' .. f .. ' ' .. ARGV[2])
 return f";
 
-/// Keeps a node's presence alive for ARGV[2] ms more. KEYS: nodes. ARGV: node, ttl.
-const REFRESH: &str = "\
+/// Keeps a node's presence alive for ARGV[2] ms more. KEYS: nodes, the node's presence.
+/// ARGV: node, ttl.
+const REFRESH: &str = "#!lua
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-redis.call('PEXPIRE', 'presence:' .. ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return now";
 
 /// The users of every node whose presence has not expired, as `<user>@<node>`. KEYS: nodes.
-const USERS: &str = "\
+/// The nodes' presence keys are found in the set, not declared: they share its `{presence}`
+/// tag, hence its slot, which is what Redis Cluster checks.
+const USERS: &str = "#!lua
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local out = {}
 for _, n in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  for _, u in ipairs(redis.call('HKEYS', 'presence:' .. n)) do out[#out + 1] = u .. '@' .. n end
+  for _, u in ipairs(redis.call('HKEYS', '{presence}:' .. n)) do out[#out + 1] = u .. '@' .. n end
 end
 return out";
 
@@ -97,6 +112,8 @@ enum Pending {
     Users { asker: String },
     /// A broadcast published; `ack` as for `Store`.
     Broadcast { from: String, ack: (Text, u64, u64) },
+    /// A notice stored for `to`.
+    Notice { to: String },
     /// Nothing to do with the reply (errors are logged).
     Quiet(&'static str),
 }
@@ -261,7 +278,7 @@ impl Cluster {
         self.locals.remove(user);
         let bell = bell(user);
         self.bus(app, |r| r.unsubscribe(bell.as_bytes()));
-        let key = format!("presence:{}", self.node);
+        let key = presence(&self.node);
         self.request(
             app,
             Pending::Quiet("presence"),
@@ -270,7 +287,7 @@ impl Cluster {
     }
 
     fn show_present(&mut self, app: &mut App<'_>, user: &str) {
-        let key = format!("presence:{}", self.node);
+        let key = presence(&self.node);
         self.request(
             app,
             Pending::Quiet("presence"),
@@ -283,14 +300,16 @@ impl Cluster {
         let ttl = PRESENCE_TTL.as_millis().to_string();
         if self.is_up() {
             let node = self.node.clone();
+            let key = presence(&node);
             self.request(
                 app,
                 Pending::Quiet("refresh"),
                 &[
                     b"EVAL",
                     REFRESH.as_bytes(),
-                    b"1",
-                    b"nodes",
+                    b"2",
+                    NODES.as_bytes(),
+                    key.as_bytes(),
                     node.as_bytes(),
                     ttl.as_bytes(),
                 ],
@@ -427,7 +446,11 @@ impl Cluster {
         let pending = Pending::Users {
             asker: asker.to_string(),
         };
-        self.request(app, pending, &[b"EVAL", USERS.as_bytes(), b"1", b"nodes"])
+        self.request(
+            app,
+            pending,
+            &[b"EVAL", USERS.as_bytes(), b"1", NODES.as_bytes()],
+        )
     }
 
     fn confirm(&mut self, app: &mut App<'_>, ack: Option<&(Text, u64, u64)>) {
@@ -494,7 +517,6 @@ impl Cluster {
                     } => {
                         self.store(app, &from, &to, payload, ack);
                     }
-                    // Replays run again when Redis is back (see Up).
                     // Replays run again when Redis is back (see Up). A login whose fence was
                     // lost is not announced; any later login elsewhere still replaces it.
                     Pending::Replay { user } => {
@@ -515,7 +537,8 @@ impl Cluster {
                         crate::server::notice_to(app, &from, why);
                         self.confirm(app, Some(&ack));
                     }
-                    Pending::Quiet(_) => {}
+                    // A notice is a courtesy: lost with the connection, not resent.
+                    Pending::Notice { .. } | Pending::Quiet(_) => {}
                 }
             }
             RedisEvent::Reply { token, reply } => {
@@ -537,8 +560,13 @@ impl Cluster {
             warn!("redis refused a request: {}", String::from_utf8_lossy(e));
         }
         match pending {
+            Pending::Notice { to } => {
+                let items = reply.as_array().unwrap_or_default();
+                self.on_aged(app, &to, items.get(2));
+            }
             Pending::Store { to, from, ack, .. } => {
                 let items = reply.as_array().unwrap_or_default();
+                self.on_aged(app, &to, items.get(2));
                 let what = items.first().and_then(Reply::as_bytes).map(|b| &b[..]);
                 let heard = items.get(1).and_then(Reply::as_int).unwrap_or(0);
                 match what {
@@ -618,28 +646,15 @@ impl Cluster {
             .map_or(0, |d| d.as_millis() as u64);
         let mut sent = 0;
         for entry in reply.as_array().unwrap_or_default() {
-            let Some([id, fields]) = entry.as_array().map(|a| [a.first(), a.get(1)]) else {
+            let Some((id, payload, sender)) = inbox_entry(entry) else {
                 continue;
             };
-            let (Some(id), Some(fields)) = (id.and_then(Reply::as_bytes), fields) else {
-                continue;
-            };
-            let fields = fields.as_array().unwrap_or_default();
-            let field = |name: &[u8]| {
-                fields
-                    .chunks(2)
-                    .find(|kv| kv[0].as_bytes().is_some_and(|k| &k[..] == name))
-                    .and_then(|kv| kv.get(1)?.as_bytes().cloned())
-            };
-            let (Some(payload), sender) = (field(b"m"), field(b"s")) else {
-                continue;
-            };
-            let stored_ms = entry_ms(id);
+            let stored_ms = entry_ms(&id);
             if now_ms.saturating_sub(stored_ms) > self.held_age.as_millis() as u64 {
-                self.drop_aged(app, user, id.clone(), &payload, sender);
+                self.drop_aged(app, user, id, &payload, sender);
                 continue;
             }
-            if self.send_entry(app, user, id.clone(), payload) {
+            if self.send_entry(app, user, id, payload) {
                 sent += 1;
             }
         }
@@ -663,13 +678,35 @@ impl Cluster {
             Pending::Quiet("XDEL"),
             &[b"XDEL", inbox.as_bytes(), &id],
         );
+        self.tell_aged(app, user, &id, payload, sender);
+    }
+
+    /// Entries the DELIVER script removed from `user`'s inbox for their age: their senders
+    /// are told.
+    fn on_aged(&mut self, app: &mut App<'_>, user: &str, aged: Option<&Reply>) {
+        for entry in aged.and_then(Reply::as_array).unwrap_or_default() {
+            if let Some((id, payload, sender)) = inbox_entry(entry) {
+                self.tell_aged(app, user, &id, &payload, sender);
+            }
+        }
+    }
+
+    /// Tells the sender of inbox entry `id` that it was not delivered to `user`.
+    fn tell_aged(
+        &mut self,
+        app: &mut App<'_>,
+        user: &str,
+        id: &Bytes,
+        payload: &Bytes,
+        sender: Option<Bytes>,
+    ) {
         let text = std::str::from_utf8(payload).unwrap_or("");
         if let (Some(sender), Some(Push::Message { text, .. })) = (sender, Push::parse(text)) {
             let sender = String::from_utf8_lossy(&sender).into_owned();
             if sender != user {
                 let why = format!("not delivered to {user} (it waited too long): {text}");
                 let notice = Bytes::from(Push::Notice(&why).encode());
-                let tag = format!("aged:{user}:{}", String::from_utf8_lossy(&id));
+                let tag = format!("aged:{user}:{}", String::from_utf8_lossy(id));
                 self.store_tagged(app, &sender, notice, &tag);
             }
         }
@@ -677,7 +714,8 @@ impl Cluster {
 
     /// A notice for `to`, stored like a message, with `tag` as its origin.
     fn store_tagged(&mut self, app: &mut App<'_>, to: &str, payload: Bytes, tag: &str) {
-        self.deliver(app, Pending::Quiet("notice"), to, tag, &payload, "");
+        let pending = Pending::Notice { to: to.to_string() };
+        self.deliver(app, pending, to, tag, &payload, "");
     }
 
     /// Runs the DELIVER script: `payload` from `from` into `to`'s inbox, once per `tag`.
@@ -693,7 +731,8 @@ impl Cluster {
         let seen = format!("{{{to}}}:seen:{tag}");
         let (inbox, bell) = (inbox(to), bell(to));
         let max = self.max_held.to_string();
-        let args: [&[u8]; 10] = [
+        let age = self.held_age.as_millis().to_string();
+        let args: [&[u8]; 11] = [
             b"EVAL",
             DELIVER.as_bytes(),
             b"2",
@@ -704,6 +743,7 @@ impl Cluster {
             SEEN_TTL_MS.as_bytes(),
             bell.as_bytes(),
             from.as_bytes(),
+            age.as_bytes(),
         ];
         self.request(app, pending, &args)
     }
@@ -807,6 +847,14 @@ fn close(app: &mut App<'_>, conn: ConnId, why: &str) {
     app.close(conn, reason);
 }
 
+/// The sorted set of live nodes.
+const NODES: &str = "{presence}:nodes";
+
+/// The hash of the users logged in on `node`.
+pub fn presence(node: &str) -> String {
+    format!("{{presence}}:{node}")
+}
+
 fn inbox(user: &str) -> String {
     format!("{{{user}}}:inbox")
 }
@@ -837,6 +885,20 @@ fn origin_of(payload: &[u8], from: &str) -> String {
 }
 
 /// The milliseconds of a stream entry id (`<ms>-<seq>`).
+/// An inbox entry as XRANGE returns it: its id, message and sender.
+fn inbox_entry(entry: &Reply) -> Option<(Bytes, Bytes, Option<Bytes>)> {
+    let [id, fields] = entry.as_array().map(|a| [a.first(), a.get(1)])?;
+    let id = id.and_then(Reply::as_bytes)?.clone();
+    let fields = fields?.as_array().unwrap_or_default();
+    let field = |name: &[u8]| {
+        fields
+            .chunks(2)
+            .find(|kv| kv[0].as_bytes().is_some_and(|k| &k[..] == name))
+            .and_then(|kv| kv.get(1)?.as_bytes().cloned())
+    };
+    Some((id, field(b"m")?, field(b"s")))
+}
+
 fn entry_ms(id: &[u8]) -> u64 {
     let ms = id.split(|&b| b == b'-').next().unwrap_or_default();
     std::str::from_utf8(ms)

@@ -124,7 +124,7 @@ fn gateway(
     // Joined once its presence is in Redis.
     let deadline = Instant::now() + Duration::from_secs(10);
     while !redis
-        .query(&format!("ZSCORE nodes {name}"))
+        .query(&format!("ZSCORE {{presence}}:nodes {name}"))
         .is_ok_and(|r| !r.starts_with("$-1") && !r.starts_with('_'))
     {
         if Instant::now() > deadline {
@@ -187,7 +187,7 @@ pub fn run() -> io::Result<()> {
     // Offline once gateway B has taken him off the cluster's list.
     demo.until("bob offline", |_| {
         redis
-            .query("HEXISTS presence:B bob")
+            .query("HEXISTS {presence}:B bob")
             .is_ok_and(|r| r == ":0")
     })?;
     for i in 1..=3 {
