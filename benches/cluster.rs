@@ -2,9 +2,12 @@
 //! server code, in this process, one loop thread each) on loopback, clients on a third
 //! loop thread. In one run:
 //!
-//! - cross-node latency, alice-on-A to bob-on-B, at a paced 10,000 messages/s: p50, p99;
+//! - cross-node latency, alice-on-A to bob-on-B, at a paced 10,000 messages/s: p50, p99,
+//!   twice: sent in 1 ms slices (bursts of 10, the harsher pattern), then one at a time,
+//!   evenly spread (every 100 µs, from a pacing thread through the loop's `Handle`, each
+//!   stamped when the pacer hands it over, so the hop into the loop counts);
 //! - cross-node messages/s at saturation, as a ratio to what `redis-benchmark` reaches, in
-//!   the same run, for the Redis commands each message costs (one EVAL of the deliver
+//!   the same run, for the Redis commands each message costs (one EVALSHA of the deliver
 //!   script on A, one XDEL on B), pipelined;
 //! - heap allocations per cross-node message (the whole process: both gateways and every
 //!   client), against a message between two users of one standalone server;
@@ -123,8 +126,11 @@ struct Report {
 /// How the clients' loop sends.
 #[derive(Clone, Copy)]
 enum Load {
-    /// `rate()` messages per second, spread over the senders, for `PACED_FOR`.
+    /// `rate()` messages per second, spread over the senders, for `PACED_FOR`, sent in
+    /// 1 ms slices.
     Paced,
+    /// The same rate, one message at a time, evenly spaced, from a pacing thread.
+    Spread,
     /// Each sender keeps `WINDOW` messages unacknowledged, for `SATURATED_FOR`.
     Saturated,
 }
@@ -133,6 +139,39 @@ struct Clients {
     handle: Handle,
     senders: Vec<ClientId>,
     thread: std::thread::JoinHandle<Report>,
+}
+
+/// Hands `rate()` messages a second to the clients' loop, one at a time and evenly spaced,
+/// for `PACED_FOR`; each is stamped when handed over. Then stops the loop once the last
+/// have had time to arrive.
+fn spread(handle: Handle, senders: Vec<ClientId>, base: Instant, tag: &'static str) {
+    std::thread::spawn(move || {
+        let total = PACED_FOR.as_secs() * rate();
+        let period = Duration::from_secs_f64(1.0 / rate() as f64);
+        let start = Instant::now();
+        for k in 0..total {
+            let at = start + period.mul_f64(k as f64);
+            let now = Instant::now();
+            if at > now {
+                std::thread::sleep(at - now);
+            }
+            let i = k as usize % PAIRS;
+            let us = base.elapsed().as_micros();
+            let client = senders[i];
+            let sent = handle.run(move |app| {
+                let text = format!("T {tag}r{i} {us:>12} ................................");
+                let _ = app
+                    .client(client)
+                    .map(|mut c| c.send_message(Bytes::from(text)));
+            });
+            if sent.is_err() {
+                return;
+            }
+        }
+        let _ = handle.run(|app| {
+            app.set_timer(Duration::from_millis(300), None, 2);
+        });
+    });
 }
 
 /// `PAIRS` senders on `from` (named s0..) and receivers on `to` (named r0..), on one loop.
@@ -168,6 +207,7 @@ fn clients(from: SocketAddr, to: SocketAddr, load: Load, tag: &'static str) -> C
             receivers.push(add(format!("{tag}r{i}"), to));
         }
         tx.send((reactor.handle(), senders.clone())).unwrap();
+        let pacer = reactor.handle();
         let base = Instant::now();
         let mut report = Report::default();
         let mut active = 0;
@@ -196,6 +236,9 @@ fn clients(from: SocketAddr, to: SocketAddr, load: Load, tag: &'static str) -> C
                                     Some(Duration::from_millis(1)),
                                     1,
                                 );
+                            }
+                            Load::Spread => {
+                                spread(pacer.clone(), senders.clone(), base, tag);
                             }
                             Load::Saturated => {
                                 for i in 0..PAIRS {
@@ -262,6 +305,24 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 /// Operations per second `redis-benchmark` reaches for `command`, pipelined 16 deep.
+/// `SCRIPT LOAD`s `script` into the Redis on `port`; its SHA1.
+fn script_load(port: u16, script: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("redis");
+    let request = format!(
+        "*3\r\n$6\r\nSCRIPT\r\n$4\r\nLOAD\r\n${}\r\n{script}\r\n",
+        script.len()
+    );
+    conn.write_all(request.as_bytes())
+        .expect("SCRIPT LOAD sent");
+    let mut reader = BufReader::new(conn);
+    let (mut header, mut sha) = (String::new(), String::new());
+    reader.read_line(&mut header).expect("SCRIPT LOAD reply");
+    assert!(header.starts_with("$40"), "SCRIPT LOAD: {header}");
+    reader.read_line(&mut sha).expect("SCRIPT LOAD reply");
+    sha.trim_end().to_string()
+}
+
 fn redis_benchmark(port: u16, command: &[&str]) -> f64 {
     let out = Command::new("redis-benchmark")
         .args([
@@ -305,22 +366,27 @@ fn main() {
     let solo = gateway("solo", None);
     std::thread::sleep(Duration::from_millis(200));
 
-    // Paced: latency.
-    let c = clients(a, b, Load::Paced, "p");
-    let _ = c.senders.len();
-    let report = c.thread.join().unwrap();
-    let mut lat = report.latencies;
-    lat.sort_unstable();
-    let sent = (PACED_FOR.as_secs() * rate()) as usize;
-    println!(
-        "cross-node latency at {} msg/s for {:?}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} of ~{sent} received)",
-        rate(),
-        PACED_FOR,
-        percentile(&lat, 0.50) as f64 / 1e3,
-        percentile(&lat, 0.99) as f64 / 1e3,
-        lat.last().copied().unwrap_or(0) as f64 / 1e3,
-        lat.len()
-    );
+    // Paced: latency, in 1 ms slices, then evenly spread.
+    for (load, tag, how) in [
+        (Load::Paced, "p", "in 1 ms slices"),
+        (Load::Spread, "q", "one at a time, evenly spread"),
+    ] {
+        let c = clients(a, b, load, tag);
+        let _ = c.senders.len();
+        let report = c.thread.join().unwrap();
+        let mut lat = report.latencies;
+        lat.sort_unstable();
+        let sent = (PACED_FOR.as_secs() * rate()) as usize;
+        println!(
+            "cross-node latency at {} msg/s for {:?}, {how}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} of ~{sent} received)",
+            rate(),
+            PACED_FOR,
+            percentile(&lat, 0.50) as f64 / 1e3,
+            percentile(&lat, 0.99) as f64 / 1e3,
+            lat.last().copied().unwrap_or(0) as f64 / 1e3,
+            lat.len()
+        );
+    }
 
     // Saturated: throughput and allocations, cross-node then on one standalone server.
     let mut rates = Vec::new();
@@ -344,11 +410,13 @@ fn main() {
     }
 
     let payload = "M 1a2b3c4d:17 xs1 to 123456789012 ................................";
+    // The gateways send EVALSHA once Redis has the script; so does the peer.
+    let sha = script_load(redis.port, &deliver_script());
     let eval = redis_benchmark(
         redis.port,
         &[
-            "EVAL",
-            &deliver_script(),
+            "EVALSHA",
+            &sha,
             "2",
             "{u__rand_int__}:inbox",
             "{u__rand_int__}:seen:__rand_int__",
@@ -363,7 +431,7 @@ fn main() {
     let xdel = redis_benchmark(redis.port, &["XDEL", "{u__rand_int__}:inbox", "1-1"]);
     let per_message = 1.0 / (1.0 / eval + 1.0 / xdel);
     println!(
-        "redis-benchmark, same run: EVAL deliver {eval:.0}/s, XDEL {xdel:.0}/s: {per_message:.0} messages/s of Redis work; cross-node ratio {:.2}",
+        "redis-benchmark, same run: EVALSHA deliver {eval:.0}/s, XDEL {xdel:.0}/s: {per_message:.0} messages/s of Redis work; cross-node ratio {:.2}",
         rates[0] / per_message
     );
     println!(

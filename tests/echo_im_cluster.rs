@@ -119,6 +119,32 @@ fn a_message_past_the_hold_leaves_the_inbox_when_it_is_next_written_and_its_send
 }
 
 #[test]
+fn messages_are_stored_after_redis_forgets_the_deliver_script() {
+    let redis = RedisServer::start();
+    let a = free_addr();
+    let mut ga = gateway(a, &redis, "A");
+    let mut alice = Proc::client("alice", &[a]);
+    connected(&mut alice);
+    alice.send(":to bob one");
+    alice.expect(|l| l == "* held for bob (offline)");
+    // Stores name the script by its SHA1...
+    let stats = redis.raw(&["INFO", "commandstats"]);
+    assert!(stats.contains("cmdstat_evalsha:calls="), "{stats}");
+    // ... and Redis forgets it.
+    let flushed = redis.raw(&["SCRIPT", "FLUSH"]);
+    assert!(flushed.starts_with("+OK"), "{flushed:?}");
+    alice.send(":to bob two");
+    alice.send(":to bob three");
+    settle(&mut alice, "a1");
+    assert_eq!(alice.count(|l| l.starts_with("* not delivered")), 0);
+    let mut bob = Proc::client("bob", &[a]);
+    for text in ["one", "two", "three"] {
+        bob.expect(|l| l == format!("[alice -> you] {text}"));
+    }
+    ga.kill9();
+}
+
+#[test]
 fn a_newer_login_on_another_server_replaces_the_older_one() {
     let redis = RedisServer::start();
     let (a, b) = (free_addr(), free_addr());

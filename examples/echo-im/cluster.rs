@@ -114,6 +114,8 @@ enum Pending {
     Broadcast { from: String, ack: (Text, u64, u64) },
     /// A notice stored for `to`.
     Notice { to: String },
+    /// The deliver script loaded: the reply is its SHA1, for EVALSHA.
+    ScriptLoad,
     /// Nothing to do with the reply (errors are logged).
     Quiet(&'static str),
 }
@@ -165,6 +167,9 @@ pub struct Cluster {
     node: String,
     max_held: usize,
     held_age: Duration,
+    /// The deliver script's SHA1 once Redis has it: stores then send EVALSHA, not the
+    /// script's text (which Redis would hash again on every call). Forgotten on NOSCRIPT.
+    deliver_sha: Option<Bytes>,
     next_token: u64,
     pending: HashMap<u64, Pending>,
     /// Users of this node with something under way (see [`Local`]).
@@ -192,6 +197,7 @@ impl Cluster {
             node,
             max_held,
             held_age,
+            deliver_sha: None,
             next_token: 1,
             pending: HashMap::new(),
             locals: HashMap::new(),
@@ -486,6 +492,7 @@ impl Cluster {
                 }
                 self.down_logged = false;
                 self.told_waiting.clear();
+                self.load_deliver(app);
                 // Redis may have restarted without our presence: show it again, and send
                 // what waits for our users (what rang while we were away included).
                 let users: Vec<String> = app
@@ -538,7 +545,7 @@ impl Cluster {
                         self.confirm(app, Some(&ack));
                     }
                     // A notice is a courtesy: lost with the connection, not resent.
-                    Pending::Notice { .. } | Pending::Quiet(_) => {}
+                    Pending::Notice { .. } | Pending::ScriptLoad | Pending::Quiet(_) => {}
                 }
             }
             RedisEvent::Reply { token, reply } => {
@@ -561,8 +568,24 @@ impl Cluster {
         }
         match pending {
             Pending::Notice { to } => {
+                if is_noscript(&reply) {
+                    self.load_deliver(app);
+                }
                 let items = reply.as_array().unwrap_or_default();
                 self.on_aged(app, &to, items.get(2));
+            }
+            Pending::ScriptLoad => {
+                self.deliver_sha = reply.as_bytes().cloned();
+            }
+            Pending::Store {
+                to,
+                from,
+                ack,
+                payload,
+            } if is_noscript(&reply) => {
+                // Redis lost the script (a restart, SCRIPT FLUSH): the retry sends its text.
+                self.load_deliver(app);
+                self.store(app, &from, &to, payload, ack);
             }
             Pending::Store { to, from, ack, .. } => {
                 let items = reply.as_array().unwrap_or_default();
@@ -732,9 +755,15 @@ impl Cluster {
         let (inbox, bell) = (inbox(to), bell(to));
         let max = self.max_held.to_string();
         let age = self.held_age.as_millis().to_string();
+        // A clone of `Bytes`: a count, not a copy.
+        let sha = self.deliver_sha.clone();
+        let (verb, script): (&[u8], &[u8]) = match &sha {
+            Some(sha) => (b"EVALSHA", sha),
+            None => (b"EVAL", DELIVER.as_bytes()),
+        };
         let args: [&[u8]; 11] = [
-            b"EVAL",
-            DELIVER.as_bytes(),
+            verb,
+            script,
             b"2",
             inbox.as_bytes(),
             seen.as_bytes(),
@@ -746,6 +775,14 @@ impl Cluster {
             age.as_bytes(),
         ];
         self.request(app, pending, &args)
+    }
+
+    /// Asks Redis to keep the deliver script; its SHA1 comes back in the reply. Until then,
+    /// and after a NOSCRIPT, stores send the script's text.
+    fn load_deliver(&mut self, app: &mut App<'_>) {
+        self.deliver_sha = None;
+        let args: [&[u8]; 3] = [b"SCRIPT", b"LOAD", DELIVER.as_bytes()];
+        self.request(app, Pending::ScriptLoad, &args);
     }
 
     /// Sends inbox entry `id` to `user`'s session here, unless on its way already.
@@ -885,6 +922,11 @@ fn origin_of(payload: &[u8], from: &str) -> String {
 }
 
 /// The milliseconds of a stream entry id (`<ms>-<seq>`).
+/// Redis no longer has the script an EVALSHA named.
+fn is_noscript(reply: &Reply) -> bool {
+    matches!(reply, Reply::Error(e) if e.starts_with(b"NOSCRIPT"))
+}
+
 /// An inbox entry as XRANGE returns it: its id, message and sender.
 fn inbox_entry(entry: &Reply) -> Option<(Bytes, Bytes, Option<Bytes>)> {
     let [id, fields] = entry.as_array().map(|a| [a.first(), a.get(1)])?;
