@@ -921,7 +921,6 @@ fn origin_of(payload: &[u8], from: &str) -> String {
     }
 }
 
-/// The milliseconds of a stream entry id (`<ms>-<seq>`).
 /// Redis no longer has the script an EVALSHA named.
 fn is_noscript(reply: &Reply) -> bool {
     matches!(reply, Reply::Error(e) if e.starts_with(b"NOSCRIPT"))
@@ -941,6 +940,7 @@ fn inbox_entry(entry: &Reply) -> Option<(Bytes, Bytes, Option<Bytes>)> {
     Some((id, field(b"m")?, field(b"s")))
 }
 
+/// The milliseconds of a stream entry id (`<ms>-<seq>`).
 fn entry_ms(id: &[u8]) -> u64 {
     let ms = id.split(|&b| b == b'-').next().unwrap_or_default();
     std::str::from_utf8(ms)
