@@ -13,7 +13,10 @@
 //!   {bob}:bell           sharded channel, subscribed by the node(s) where bob is logged in:
 //!                        "M <entry id> <payload>" for a new inbox entry,
 //!                        "L <fence> <node>" for a new login of bob somewhere
-//!   {bob}:seen:<origin>  a sender's message stored already (a resend is not stored twice)
+//!   {bob}:seen:<from>:<instance>
+//!                        sorted set: the MESSAGE ids of that sender instance stored for bob
+//!                        (a resend is not stored twice); its newest 4,096, forgotten 10
+//!                        minutes after the last store
 //!   {bob}:fence          counter: every login of bob takes the next number; the highest wins
 //!   {presence}:<node>    hash of the users logged in on <node>; expires unless refreshed
 //!   {presence}:nodes     sorted set: node -> when its presence expires (ms)
@@ -39,11 +42,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Stores a message in an inbox unless stored already or the inbox is full, then rings
 /// the bell. Entries older than the hold's age leave the inbox first (both bounds hold
 /// whenever an inbox is written, not only when it is read), and are returned so that their
-/// senders are told. KEYS: inbox, seen. ARGV: max entries, payload, seen ttl (ms), bell,
-/// sender, hold age (ms). Returns {entry id or DUP or FULL, nodes that heard the bell,
-/// entries removed for their age}.
+/// senders are told. A message is stored once per origin: its member in a seen set (one
+/// set per sender instance and recipient, its newest `keep` members, forgotten `seen ttl`
+/// after the last store). KEYS: inbox, seen set. ARGV: max entries, payload, seen ttl
+/// (ms), bell, sender, hold age (ms), seen member, its score, keep. Returns {entry id or
+/// DUP or FULL, nodes that heard the bell, entries removed for their age}.
 pub const DELIVER: &str = "#!lua
-if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[3]) then return {'DUP', 0, {}} end
+if redis.call('ZADD', KEYS[2], 'NX', ARGV[8], ARGV[7]) == 0 then return {'DUP', 0, {}} end
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[9])
+if over > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1) end
 local t = redis.call('TIME')
 local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[6])
 local aged = {}
@@ -52,7 +60,7 @@ if cutoff > 0 then
   if #aged > 0 then redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d', cutoff + 1)) end
 end
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then
-  redis.call('DEL', KEYS[2])
+  redis.call('ZREM', KEYS[2], ARGV[7])
   return {'FULL', 0, aged}
 end
 local id = redis.call('XADD', KEYS[1], '*', 's', ARGV[5], 'm', ARGV[2])
@@ -90,8 +98,20 @@ return out";
 
 /// How long a node's presence lasts without a refresh (it refreshes every second).
 pub const PRESENCE_TTL: Duration = Duration::from_secs(5);
-/// How long a stored message's origin is remembered against resends.
+/// How long a seen set outlives its last store.
 const SEEN_TTL_MS: &str = "600000";
+/// MESSAGE ids a seen set keeps: the newest. A resent message was unacknowledged, and a
+/// sender has at most `Config::max_unacked` (1,024 by default) of those, so fewer than that
+/// were stored after it: a resend always finds its id.
+const SEEN_KEEP: &str = "4096";
+
+/// Where a store is remembered against resends: the seen set's name (after
+/// `{<recipient>}:seen:`), the member and its score (older members are dropped first).
+struct Seen {
+    set: String,
+    member: String,
+    score: u64,
+}
 /// Redis unreachable for longer than this is logged (once per episode).
 const DOWN_LOG_AFTER: Duration = Duration::from_secs(5);
 
@@ -397,14 +417,14 @@ impl Cluster {
         if !self.is_up() && app.session_of(to).is_some() {
             return Outcome::Local;
         }
-        let tag = origin_of(&payload, from);
+        let seen = seen_of(&payload, from);
         let pending = Pending::Store {
             to: to.to_string(),
             payload: payload.clone(),
             from: from.to_string(),
             ack: ack.clone(),
         };
-        let taken = self.deliver(app, pending, to, &tag, &payload, from);
+        let taken = self.deliver(app, pending, to, &seen, &payload, from);
         if !taken {
             // More waits for Redis than the link holds: refused, and said so.
             self.confirm(app, ack.as_ref());
@@ -729,29 +749,34 @@ impl Cluster {
             if sender != user {
                 let why = format!("not delivered to {user} (it waited too long): {text}");
                 let notice = Bytes::from(Push::Notice(&why).encode());
-                let tag = format!("aged:{user}:{}", String::from_utf8_lossy(id));
-                self.store_tagged(app, &sender, notice, &tag);
+                let seen = Seen {
+                    set: "aged".to_string(),
+                    member: format!("{user}:{}", String::from_utf8_lossy(id)),
+                    score: entry_ms(id),
+                };
+                self.store_notice(app, &sender, notice, &seen);
             }
         }
     }
 
-    /// A notice for `to`, stored like a message, with `tag` as its origin.
-    fn store_tagged(&mut self, app: &mut App<'_>, to: &str, payload: Bytes, tag: &str) {
+    /// A notice for `to`, stored like a message, once per `seen`.
+    fn store_notice(&mut self, app: &mut App<'_>, to: &str, payload: Bytes, seen: &Seen) {
         let pending = Pending::Notice { to: to.to_string() };
-        self.deliver(app, pending, to, tag, &payload, "");
+        self.deliver(app, pending, to, seen, &payload, "");
     }
 
-    /// Runs the DELIVER script: `payload` from `from` into `to`'s inbox, once per `tag`.
+    /// Runs the DELIVER script: `payload` from `from` into `to`'s inbox, once per `seen`.
     fn deliver(
         &mut self,
         app: &mut App<'_>,
         pending: Pending,
         to: &str,
-        tag: &str,
+        seen: &Seen,
         payload: &[u8],
         from: &str,
     ) -> bool {
-        let seen = format!("{{{to}}}:seen:{tag}");
+        let set = format!("{{{to}}}:seen:{}", seen.set);
+        let score = seen.score.to_string();
         let (inbox, bell) = (inbox(to), bell(to));
         let max = self.max_held.to_string();
         let age = self.held_age.as_millis().to_string();
@@ -761,18 +786,21 @@ impl Cluster {
             Some(sha) => (b"EVALSHA", sha),
             None => (b"EVAL", DELIVER.as_bytes()),
         };
-        let args: [&[u8]; 11] = [
+        let args: [&[u8]; 14] = [
             verb,
             script,
             b"2",
             inbox.as_bytes(),
-            seen.as_bytes(),
+            set.as_bytes(),
             max.as_bytes(),
             payload,
             SEEN_TTL_MS.as_bytes(),
             bell.as_bytes(),
             from.as_bytes(),
             age.as_bytes(),
+            seen.member.as_bytes(),
+            score.as_bytes(),
+            SEEN_KEEP.as_bytes(),
         ];
         self.request(app, pending, &args)
     }
@@ -908,16 +936,29 @@ fn user_of_bell(channel: &[u8]) -> Option<&str> {
 
 /// The origin of a chat message push (`M <origin> ...`), else the sender and a hash of the
 /// payload (a notice has none).
-fn origin_of(payload: &[u8], from: &str) -> String {
+/// Where a chat push from `from` is remembered: a MESSAGE's origin `<instance>:<id>` gives
+/// the set `<from>:<instance>` and the member `<id>` (scored by the id, which grows).
+/// Anything else is stored as if new each time: a member no resend can repeat.
+fn seen_of(payload: &[u8], from: &str) -> Seen {
     let text = std::str::from_utf8(payload).unwrap_or("");
-    match Push::parse(text) {
-        Some(Push::Message { origin, .. }) => format!("{from}:{origin}"),
-        _ => {
-            use std::hash::{BuildHasher, Hasher};
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write(payload);
-            format!("{from}:n{:x}", h.finish())
+    if let Some(Push::Message { origin, .. }) = Push::parse(text) {
+        if let Some((instance, id)) = origin.split_once(':') {
+            if let Ok(score) = id.parse::<u64>() {
+                return Seen {
+                    set: format!("{from}:{instance}"),
+                    member: id.to_string(),
+                    score,
+                };
+            }
         }
+    }
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write(payload);
+    Seen {
+        set: from.to_string(),
+        member: format!("n{:x}", h.finish()),
+        score: 0,
     }
 }
 
