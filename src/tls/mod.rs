@@ -39,11 +39,16 @@
 //!
 //! # Errors and closing
 //!
-//! The first fatal error is returned with any alert rustls wants to send
-//! already appended to `out`; the connection is then dead and every later
-//! call returns the same error. Errors raised by this module's own limits
-//! ([`TlsError::BufferLimit`]) carry no alert: rustls offers no way to send
-//! one. `close_notify` can only be sent once the handshake is complete.
+//! The first fatal error is returned with any alert for the peer already
+//! appended to `out`; the connection is then dead and every later call
+//! returns the same error. During the handshake the alert is rustls's, and
+//! errors raised by this module's own limits ([`TlsError::BufferLimit`])
+//! carry none: rustls offers no way to send one. After it, the record layer
+//! sends its own: `record_overflow` for a record longer than TLS 1.3 allows
+//! (refused from its header, before any of it is buffered), `bad_record_mac`
+//! for one that fails to decrypt, `unexpected_message` or `decode_error` for
+//! what may not follow a handshake. `close_notify` can only be sent once the
+//! handshake is complete.
 //!
 //! # Protocol
 //!
