@@ -107,6 +107,7 @@ const SEEN_KEEP: &str = "4096";
 
 /// Where a store is remembered against resends: the seen set's name (after
 /// `{<recipient>}:seen:`), the member and its score (older members are dropped first).
+#[derive(Clone)]
 struct Seen {
     set: String,
     member: String,
@@ -132,8 +133,13 @@ enum Pending {
     Users { asker: String },
     /// A broadcast published; `ack` as for `Store`.
     Broadcast { from: String, ack: (Text, u64, u64) },
-    /// A notice stored for `to`.
-    Notice { to: String },
+    /// A notice stored for `to` (a sender told that a message expired); resent like a
+    /// store when Redis lost the script or the connection, and stored once per `seen`.
+    Notice {
+        to: String,
+        payload: Bytes,
+        seen: Seen,
+    },
     /// The deliver script loaded: the reply is its SHA1, for EVALSHA.
     ScriptLoad,
     /// Nothing to do with the reply (errors are logged).
@@ -564,8 +570,11 @@ impl Cluster {
                         crate::server::notice_to(app, &from, why);
                         self.confirm(app, Some(&ack));
                     }
-                    // A notice is a courtesy: lost with the connection, not resent.
-                    Pending::Notice { .. } | Pending::ScriptLoad | Pending::Quiet(_) => {}
+                    // Stored at most once (its seen member): safe to send again.
+                    Pending::Notice { to, payload, seen } => {
+                        self.store_notice(app, &to, payload, seen);
+                    }
+                    Pending::ScriptLoad | Pending::Quiet(_) => {}
                 }
             }
             RedisEvent::Reply { token, reply } => {
@@ -587,10 +596,11 @@ impl Cluster {
             warn!("redis refused a request: {}", String::from_utf8_lossy(e));
         }
         match pending {
-            Pending::Notice { to } => {
-                if is_noscript(&reply) {
-                    self.load_deliver(app);
-                }
+            Pending::Notice { to, payload, seen } if is_noscript(&reply) => {
+                self.load_deliver(app);
+                self.store_notice(app, &to, payload, seen);
+            }
+            Pending::Notice { to, .. } => {
                 let items = reply.as_array().unwrap_or_default();
                 self.on_aged(app, &to, items.get(2));
             }
@@ -754,15 +764,22 @@ impl Cluster {
                     member: format!("{user}:{}", String::from_utf8_lossy(id)),
                     score: entry_ms(id),
                 };
-                self.store_notice(app, &sender, notice, &seen);
+                self.store_notice(app, &sender, notice, seen);
             }
         }
     }
 
-    /// A notice for `to`, stored like a message, once per `seen`.
-    fn store_notice(&mut self, app: &mut App<'_>, to: &str, payload: Bytes, seen: &Seen) {
-        let pending = Pending::Notice { to: to.to_string() };
-        self.deliver(app, pending, to, seen, &payload, "");
+    /// A notice for `to`, stored like a message, once per `seen`. If the link holds too
+    /// much already, it is dropped with a warning: the sender was the one to tell.
+    fn store_notice(&mut self, app: &mut App<'_>, to: &str, payload: Bytes, seen: Seen) {
+        let pending = Pending::Notice {
+            to: to.to_string(),
+            payload: payload.clone(),
+            seen: seen.clone(),
+        };
+        if !self.deliver(app, pending, to, &seen, &payload, "") {
+            warn!("a notice for {to} was not stored: the link to redis is full");
+        }
     }
 
     /// Runs the DELIVER script: `payload` from `from` into `to`'s inbox, once per `seen`.
